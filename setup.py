@@ -1,0 +1,35 @@
+"""Install tumor_det (``pip install -e .``); versions are pinned in constraints.txt."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tumor-det",
+    version="0.1.0",
+    description="Brain tumor detection and segmentation in MRI with Detectron2 Mask R-CNN",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tumor_det", "tumor_det.*"]),
+    install_requires=[
+        # Detectron2 is built from PyPI's pb1-detectron2 sdist by tools/build_detectron2_wheel.py.
+        "detectron2",
+        "torch",
+        "torchvision",
+        "numpy",
+        "pillow>=10.3",
+        "opencv-python-headless",
+        "pycocotools",
+        "h5py",
+        "nibabel",
+        "pydicom",
+        "shapely",
+        "scipy",
+        "monai",
+        "tqdm",
+        "tabulate",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+)

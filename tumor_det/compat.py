@@ -1,0 +1,130 @@
+"""Make Detectron2 0.6 run on current libraries. Applied once, by ``import tumor_det``.
+
+Each fix is small, idempotent and only acts where the library lacks what Detectron2 expects:
+
+* Pillow >= 10 removed ``Image.LINEAR``; ``detectron2.data.transforms`` reads it at import time.
+* numpy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.str`` and ``np.object``, used
+  by Detectron2's data loader (``build.py``) and evaluators.
+* setuptools >= 81 no longer ships ``pkg_resources``; ``detectron2.model_zoo`` imports it to find
+  its bundled YAML configs. We give that one module a shim backed by ``importlib.resources``
+  instead of installing a fake ``pkg_resources`` for every library.
+* The pure-Python Detectron2 wheel has no compiled ``detectron2._C``. Mask R-CNN R50-FPN needs
+  nothing from it (torchvision supplies ROIAlign and NMS); we register
+  :mod:`tumor_det._C_fallback`, whose ops raise a clear error. A real compiled ``_C`` (Detectron2
+  built from source) is found first and used as it is.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.resources
+import importlib.util
+import os
+import sys
+import types
+import warnings
+
+_applied = False
+
+
+def patch_pillow() -> None:
+    """Restore ``PIL.Image.LINEAR`` (an alias of BILINEAR, removed in Pillow 10)."""
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.Resampling.BILINEAR
+
+
+def patch_numpy() -> None:
+    """Restore numpy's removed builtin-type aliases (they always meant the Python builtins)."""
+    import numpy as np
+
+    for name, builtin in (("int", int), ("float", float), ("str", str), ("object", object),
+                          ("bool", bool)):
+        if name not in vars(np):  # vars(): getattr would emit numpy's FutureWarning
+            setattr(np, name, builtin)
+
+
+def has_compiled_ops() -> bool:
+    """True when a real compiled ``detectron2._C`` extension is installed."""
+    module = sys.modules.get("detectron2._C")
+    if module is not None:
+        return not getattr(module, "IS_TUMOR_DET_FALLBACK", False)
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    finder = importlib.machinery.PathFinder
+    return finder.find_spec("_C", list(spec.submodule_search_locations)) is not None
+
+
+def install_c_fallback() -> None:
+    """Register :mod:`tumor_det._C_fallback` as ``detectron2._C`` unless a compiled one exists."""
+    if has_compiled_ops():
+        return
+    from tumor_det import _C_fallback
+
+    sys.modules["detectron2._C"] = _C_fallback
+
+
+def _model_zoo_pkg_resources() -> types.ModuleType:
+    """The one ``pkg_resources`` function ``detectron2.model_zoo`` calls, on importlib.resources."""
+    shim = types.ModuleType("pkg_resources")
+
+    def resource_filename(package: str, resource: str) -> str:
+        return os.fspath(importlib.resources.files(package).joinpath(resource))
+
+    shim.resource_filename = resource_filename
+    return shim
+
+
+def patch_model_zoo() -> None:
+    """Import ``detectron2.model_zoo`` with a scoped ``pkg_resources`` shim where it is missing."""
+    if "detectron2.model_zoo.model_zoo" in sys.modules:
+        return
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return
+    shim = _model_zoo_pkg_resources()
+    sys.modules["pkg_resources"] = shim
+    try:
+        import detectron2.model_zoo.model_zoo  # noqa: F401  (binds the shim inside model_zoo)
+    finally:
+        # Only model_zoo keeps the shim; other libraries still see that pkg_resources is absent.
+        if sys.modules.get("pkg_resources") is shim:
+            del sys.modules["pkg_resources"]
+
+
+def patch_rotated_nms() -> None:
+    """Make ``nms_rotated`` (a ``torch.ops.detectron2`` op) fail clearly without compiled ops."""
+    if has_compiled_ops():
+        return
+    import detectron2.layers
+    import detectron2.layers.nms
+
+    from tumor_det._C_fallback import missing_op
+
+    def nms_rotated(boxes, scores, iou_threshold):  # noqa: ANN001, ARG001
+        raise missing_op("nms_rotated")
+
+    detectron2.layers.nms.nms_rotated = nms_rotated
+    detectron2.layers.nms_rotated = nms_rotated
+
+
+def quiet_known_warnings() -> None:
+    """Silence deprecation warnings that Detectron2 0.6 triggers in torch on every import."""
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp.* is deprecated")
+    warnings.filterwarnings("ignore", message=r".*torch\.meshgrid: in an upcoming release")
+
+
+def apply() -> None:
+    """Apply every fix once (safe to call repeatedly)."""
+    global _applied
+    if _applied:
+        return
+    quiet_known_warnings()
+    patch_pillow()
+    patch_numpy()
+    install_c_fallback()
+    patch_model_zoo()
+    patch_rotated_nms()
+    _applied = True
