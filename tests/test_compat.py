@@ -6,11 +6,11 @@ import importlib
 import subprocess
 import sys
 
+from tumor_det import compat
+
 import numpy as np
 import pytest
 import torch
-
-from tumor_det import compat
 
 
 def test_pillow_linear_restored():
@@ -57,18 +57,18 @@ def test_apply_is_idempotent():
 
 @pytest.mark.skipif(compat.has_compiled_ops(), reason="a compiled detectron2._C is installed")
 def test_c_fallback_raises_clear_error():
+    from tumor_det._C_fallback import MissingCompiledOpError
+
     from detectron2 import _C
     from detectron2.layers import nms_rotated
     from detectron2.layers.rotated_boxes import pairwise_iou_rotated
-
-    from tumor_det._C_fallback import MissingCompiledOpError
 
     with pytest.raises(MissingCompiledOpError, match="box_iou_rotated.*compiled"):
         pairwise_iou_rotated(torch.zeros(1, 5), torch.zeros(1, 5))
     with pytest.raises(MissingCompiledOpError, match="nms_rotated"):
         nms_rotated(torch.zeros(1, 5), torch.zeros(1), 0.5)
     with pytest.raises(MissingCompiledOpError, match="deform_conv_forward"):
-        _C.deform_conv_forward
+        _ = _C.deform_conv_forward
     # Attribute probes (hasattr, copy, pickle) still behave.
     assert not hasattr(_C, "__wrapped__")
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from tumor_det.config import CONFIG_DIR, get_tumor_cfg
+
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
-
-from tumor_det.config import CONFIG_DIR, get_tumor_cfg
 
 
 def _batch(size: int = 96) -> list[dict]:

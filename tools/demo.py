@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import tumor_det  # noqa: F401
+from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+
 import numpy as np
 import torch
 from detectron2.engine import DefaultPredictor
-
-import tumor_det  # noqa: F401
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
 
 
 def main() -> None:

@@ -97,10 +97,10 @@ def patch_rotated_nms() -> None:
     """Make ``nms_rotated`` (a ``torch.ops.detectron2`` op) fail clearly without compiled ops."""
     if has_compiled_ops():
         return
+    from tumor_det._C_fallback import missing_op
+
     import detectron2.layers
     import detectron2.layers.nms
-
-    from tumor_det._C_fallback import missing_op
 
     def nms_rotated(boxes, scores, iou_threshold):  # noqa: ANN001, ARG001
         raise missing_op("nms_rotated")
