@@ -8,7 +8,6 @@ evaluation libraries.
 from __future__ import annotations
 
 import importlib.metadata
-import sys
 
 import tumor_det
 from tumor_det import compat
@@ -23,15 +22,7 @@ def collect_env_info() -> str:
     from tabulate import tabulate
 
     compiled = compat.has_compiled_ops()
-    fallback = sys.modules.get("detectron2._C")
-    if not compiled:
-        # Let Detectron2's report see the truth ("failed to import detectron2._C"), not our stub.
-        sys.modules["detectron2._C"] = None
-    try:
-        d2_table = d2_collect_env_info()
-    finally:
-        if not compiled:
-            sys.modules["detectron2._C"] = fallback
+    d2_table = d2_collect_env_info()  # tumor_det.compat hides the fallback from it
     rows = [("tumor_det", f"{tumor_det.__version__} @ {tumor_det.__file__}")]
     rows.append(("detectron2 compiled ops (_C)",
                  "yes" if compiled else "no: pure-Python build, tumor_det._C_fallback in use "

@@ -16,6 +16,8 @@ Each fix is small, idempotent and only acts where the library lacks what Detectr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.machinery
 import importlib.resources
 import importlib.util
@@ -109,6 +111,43 @@ def patch_rotated_nms() -> None:
     detectron2.layers.nms_rotated = nms_rotated
 
 
+@contextlib.contextmanager
+def fallback_hidden():
+    """Within this block ``import detectron2._C`` fails as it would without the fallback."""
+    module = sys.modules.get("detectron2._C")
+    if module is None or not getattr(module, "IS_TUMOR_DET_FALLBACK", False):
+        yield
+        return
+    sys.modules["detectron2._C"] = None
+    try:
+        yield
+    finally:
+        sys.modules["detectron2._C"] = module
+
+
+def patch_collect_env() -> None:
+    """Detectron2's environment report (also logged by ``default_setup``) must not call the
+    fallback's missing compiler-info ops: it runs with the fallback hidden and says
+    "detectron2._C: not built" instead."""
+    if has_compiled_ops():
+        return
+    import detectron2.engine.defaults as defaults
+    import detectron2.utils.collect_env as collect_env
+
+    original = collect_env.collect_env_info
+    if getattr(original, "tumor_det_patched", False):
+        return
+
+    @functools.wraps(original)
+    def collect_env_info() -> str:
+        with fallback_hidden():
+            return original()
+
+    collect_env_info.tumor_det_patched = True
+    collect_env.collect_env_info = collect_env_info
+    defaults.collect_env_info = collect_env_info
+
+
 def quiet_known_warnings() -> None:
     """Silence deprecation warnings that Detectron2 0.6 triggers in torch on every import."""
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
@@ -127,4 +166,5 @@ def apply() -> None:
     install_c_fallback()
     patch_model_zoo()
     patch_rotated_nms()
+    patch_collect_env()
     _applied = True

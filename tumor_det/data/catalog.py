@@ -35,7 +35,6 @@ def register_coco_split(name: str, json_file: str | os.PathLike, image_root: str
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     register_coco_instances(name, {}, str(json_file), str(image_root))
-    MetadataCatalog.get(name).set(evaluator_type="tumor")
 
 
 def _register_synthetic(folder: Path) -> None:
@@ -57,7 +56,7 @@ def _register_synthetic(folder: Path) -> None:
         MetadataCatalog.get(name).set(
             json_file=str(folder / "annotations" / f"{split}.json"),
             image_root=str(folder / "images"),
-            evaluator_type="tumor",
+            evaluator_type="coco",
             thing_classes=["tumor"],
         )
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Train or evaluate tumor-det's Mask R-CNN (Detectron2's ``DefaultTrainer``).
+
+    python tools/train_net.py --config-file configs/quick_cpu.yaml
+    python tools/train_net.py --config-file configs/quick_cpu.yaml --resume
+    python tools/train_net.py --config-file configs/quick_cpu.yaml --eval-only \
+        MODEL.WEIGHTS output/quick_cpu/model_final.pth
+    python tools/train_net.py --config-file configs/quick_cpu.yaml --num-gpus 2   # 2 processes
+
+``--weights coco|imagenet|last|PATH`` is the old ``tumor.py`` shortcut for ``MODEL.WEIGHTS``.
+Without GPUs, ``--num-gpus N`` starts N CPU processes (gloo). Under torchrun, the process group
+comes from the environment.
+"""
+
+from __future__ import annotations
+
+import tumor_det  # noqa: F401
+from tumor_det.distributed import launch
+from tumor_det.engine import TumorTrainer, setup
+
+from detectron2.engine import default_argument_parser
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = TumorTrainer.build_model(cfg)
+        from tumor_det.checkpoint import TumorCheckpointer
+
+        TumorCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        return TumorTrainer.test(cfg, model)
+    trainer = TumorTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def parse_args(argv=None):
+    parser = default_argument_parser()
+    parser.add_argument("--weights", default=None,
+                        help="coco | imagenet | last | PATH: shortcut for MODEL.WEIGHTS "
+                             "('last' continues the last run in OUTPUT_DIR)")
+    parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                        help="process-group backend (auto: NCCL with CUDA, else gloo)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,), backend=args.dist_backend)

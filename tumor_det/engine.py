@@ -1,0 +1,147 @@
+"""Training: a Detectron2 ``DefaultTrainer`` for tumors, and the set-up ``train_net.py`` uses."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tumor_det  # noqa: F401
+from tumor_det.checkpoint import TumorCheckpointer
+from tumor_det.config import get_tumor_cfg
+from tumor_det.data import datasets_root, register_all
+from tumor_det.distributed import patch_create_ddp_model
+from tumor_det.evaluation import TumorEvaluator
+from tumor_det.weights import resolve_weights
+
+import torch
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.data import transforms as T
+from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+
+def build_train_augmentation(cfg) -> list[T.Augmentation]:
+    """Detectron2's resize and flip, plus small rotations and brightness/contrast changes."""
+    augs = [
+        T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                             cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
+    ]
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+    aug = cfg.TUMOR.AUGMENT
+    if aug.ROTATION > 0:
+        augs.append(T.RandomRotation([-aug.ROTATION, aug.ROTATION], expand=False))
+    if tuple(aug.BRIGHTNESS) != (1.0, 1.0):
+        augs.append(T.RandomBrightness(*aug.BRIGHTNESS))
+    if tuple(aug.CONTRAST) != (1.0, 1.0):
+        augs.append(T.RandomContrast(*aug.CONTRAST))
+    return augs
+
+
+class ValidationLoss(hooks.HookBase):
+    """Every ``period`` iterations, log the training losses computed on ``DATASETS.TEST[0]``."""
+
+    def __init__(self, cfg, period: int) -> None:
+        self._period = period
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATASETS.TRAIN = cfg.DATASETS.TEST[:1]
+        self._loader = iter(build_detection_train_loader(
+            cfg, mapper=DatasetMapper(cfg, is_train=True, augmentations=[
+                T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)])))
+
+    def after_step(self) -> None:
+        next_iter = self.trainer.iter + 1
+        if next_iter % self._period and next_iter != self.trainer.max_iter:
+            return
+        with torch.no_grad():
+            losses = self.trainer.model(next(self._loader))
+        reduced = {f"val_{k}": v.item() for k, v in comm.reduce_dict(losses).items()}
+        if comm.is_main_process():
+            self.trainer.storage.put_scalars(val_total_loss=sum(reduced.values()), **reduced)
+
+
+class TumorTrainer(DefaultTrainer):
+    """DefaultTrainer with tumor evaluation, MRI augmentation, atomic checkpoints and
+    ``model_best.pth`` kept by ``TUMOR.BEST_METRIC``."""
+
+    def __init__(self, cfg) -> None:
+        patch_create_ddp_model()
+        super().__init__(cfg)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this.
+        self.checkpointer = TumorCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, **self.checkpointer.checkpointables)
+        hook_list = super().build_hooks()
+        cfg = self.cfg
+        if cfg.TUMOR.VAL_LOSS_PERIOD > 0 and cfg.DATASETS.TEST:
+            hook_list.insert(-1, ValidationLoss(cfg, cfg.TUMOR.VAL_LOSS_PERIOD))
+        if cfg.TUMOR.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
+            # after EvalHook, which produced the metric; before the writers
+            hook_list.insert(-1, hooks.BestCheckpointer(
+                cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.TUMOR.BEST_METRIC,
+                cfg.TUMOR.BEST_MODE))
+        return hook_list
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluators = [TumorEvaluator.from_config(cfg, dataset_name, output_folder)]
+        if cfg.TUMOR.EVAL.COCO:
+            evaluators.insert(0, COCOEvaluator(dataset_name, tasks=("bbox", "segm"),
+                                               distributed=True, output_dir=output_folder,
+                                               use_fast_impl=False))
+        return DatasetEvaluators(evaluators)
+
+
+def resolve_device(cfg) -> None:
+    """Use the CPU when the config asks for CUDA and none is available."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU",
+                       cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+
+
+def setup(args):
+    """Config from ``args`` (Detectron2's argument parser + ``--weights``), registered datasets,
+    logging and the output folder (Detectron2's ``default_setup``)."""
+    cfg = get_tumor_cfg(args.config_file, args.opts)
+    resolve_device(cfg)
+    weights = getattr(args, "weights", None)
+    if weights == "last":
+        # the old tumor.py's "--weights last": continue from the last checkpoint of this run
+        resolve_weights("last", cfg.OUTPUT_DIR)  # fails clearly when there is none
+        args.resume = True
+    elif weights:
+        cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
+    root = cfg.TUMOR.DATASETS_ROOT or None
+    registered = register_all(root)
+    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
+        if name not in DatasetCatalog.list():
+            raise KeyError(
+                f"dataset {name!r} (in DATASETS.TRAIN/TEST) is not registered. Prepare it with "
+                f"tools/prepare_dataset.py --output {datasets_root(root)}/<name> so that "
+                f"<name>_<split> exists; registered now: {', '.join(registered)}")
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
