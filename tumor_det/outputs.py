@@ -1,0 +1,173 @@
+"""Write inference outputs atomically and never over an input.
+
+Every file is written to a temporary name in its destination folder and moved into place with
+``os.replace``, so a reader (or an interrupted run) never sees a half-written file. An
+:class:`OutputGuard` knows the input files and refuses an output path that is one of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+CSV_FIELDS = ("file", "kind", "tumors", "scores", "area_px", "area_mm2", "volume_ml", "slices")
+
+
+class OutputError(Exception):
+    """An output that must not be written (it would replace an input)."""
+
+
+class OutputGuard:
+    """Refuses output paths that resolve to an input file."""
+
+    def __init__(self, inputs: Iterable[Path]):
+        self._inputs = {os.path.realpath(p) for p in inputs}
+
+    def check(self, path: Path) -> Path:
+        if os.path.realpath(path) in self._inputs:
+            raise OutputError(f"refusing to overwrite input file {path}")
+        return path
+
+
+@contextmanager
+def atomic_path(path: Path, guard: OutputGuard | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success."""
+    path = Path(path)
+    if guard is not None:
+        guard.check(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: Path, data: bytes, guard: OutputGuard | None = None) -> Path:
+    with atomic_path(path, guard) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_image(path: Path, image: np.ndarray, guard: OutputGuard | None = None) -> Path:
+    """Encode with OpenCV by ``path``'s suffix and write atomically."""
+    ok, buf = cv2.imencode(Path(path).suffix, image)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    return write_bytes(path, buf.tobytes(), guard)
+
+
+def write_json(path: Path, obj: Any, guard: OutputGuard | None = None) -> Path:
+    return write_bytes(path, json.dumps(obj, indent=1).encode(), guard)
+
+
+def write_csv(path: Path, rows: Iterable[dict], guard: OutputGuard | None = None) -> Path:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
+    return write_bytes(path, buf.getvalue().encode(), guard)
+
+
+def write_nifti_mask(path: Path, mask: np.ndarray, affine: np.ndarray, header=None,
+                     guard: OutputGuard | None = None) -> Path:
+    """Write a uint8 0/1 mask with the input's affine and header (``.nii.gz``)."""
+    import nibabel as nib
+
+    data = mask.astype(np.uint8)
+    if header is not None and isinstance(header, nib.Nifti1Header):  # also Nifti2Header
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(None, None)
+        header["cal_min"], header["cal_max"] = 0, 1
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        img = image_class(data, affine, header)
+    else:
+        img = nib.Nifti1Image(data, affine)
+        img.set_qform(affine, code="scanner")
+        img.set_sform(affine, code="scanner")
+    with atomic_path(path, guard) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+class VideoWriter:
+    """``cv2.VideoWriter`` ('mp4v') to a temporary file, moved into place by :meth:`close`."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int],
+                 guard: OutputGuard | None = None):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path, guard)
+        tmp = self._ctx.__enter__()
+        self._writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not self._writer.isOpened():
+            self._ctx.__exit__(OSError, None, None)
+            raise OSError(f"cannot open a video writer for {path}")
+        self.size = size
+
+    def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_NEAREST)
+        self._writer.write(frame)
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the file; ``ok=False`` discards it."""
+        self._writer.release()
+        if ok:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(RuntimeError, RuntimeError("discarded"), None)
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO RLE of a bool HxW mask, ``counts`` as str (JSON-ready)."""
+    from pycocotools import mask as mask_util
+
+    encoded = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    encoded["counts"] = encoded["counts"].decode("ascii")
+    return encoded
+
+
+def coco_records(prediction, image_id: int, file_name: str,
+                 category_ids: dict[int, int] | None = None, **extra: Any) -> list[dict]:
+    """COCO results (one dict per instance) for a :class:`~tumor_det.predictor.TumorPrediction`.
+
+    ``category_ids`` maps contiguous class indices to dataset ids (default: index + 1).
+    """
+    inst = prediction.instances
+    records = []
+    if not len(inst):
+        return records
+    boxes = inst.pred_boxes.tensor.numpy()
+    for box, cls, score, mask in zip(boxes, inst.pred_classes.tolist(), prediction.scores,
+                                     inst.pred_masks.numpy(), strict=True):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        records.append({
+            "image_id": image_id,
+            "file_name": file_name,
+            **extra,
+            "category_id": (category_ids or {}).get(cls, cls + 1),
+            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+            "score": round(float(score), 5),
+            "segmentation": rle(mask),
+        })
+    return records
