@@ -183,6 +183,7 @@ def read_coco(json_path: Path, image_root: Path | None, issues: Issues) -> Itera
             if instance is None:
                 continue
             instance.tumor_type = tumor_type_from_label(categories[ann["category_id"]])
+            instance.source = ann_item
             given = ann.get("bbox")
             if given is not None:
                 actual = mask_util.toBbox(instance_rle(instance, height, width))
@@ -195,7 +196,7 @@ def read_coco(json_path: Path, image_root: Path | None, issues: Issues) -> Itera
         out_name = name if plain else str(Path(name).with_suffix(".png"))
         meta = parse_name(Path(name).stem)
         yield Sample(
-            source=str(path), file_name=out_name,
+            source=item, file_name=out_name,
             patient_id=str(entry.get("patient_id", meta["patient_id"])),
             width=width, height=height,
             instances=instances, image_path=path, copy_as_is=plain,

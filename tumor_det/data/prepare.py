@@ -170,7 +170,8 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         anns = []
         for index, instance in enumerate(sample.instances):
             ann = build_annotation(instance, sample.height, sample.width, options.mask_format,
-                                   f"{sample.source} instance {index}", issues)
+                                   instance.source or f"{sample.source} instance {index}",
+                                   issues)
             if ann is not None:
                 ann["category_id"] = _category(sample, instance.tumor_type, options)
                 anns.append(ann)

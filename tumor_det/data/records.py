@@ -30,6 +30,7 @@ class Instance:
     mask: np.ndarray | None = None
     tumor_type: str | None = None
     iscrowd: int = 0
+    source: str | None = None  # names the instance in messages
 
 
 @dataclass

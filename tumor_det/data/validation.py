@@ -93,19 +93,15 @@ def clean_polygon(xs, ys, width: int, height: int, item: str, issues: Issues,
         points = np.column_stack([np.clip(points[:, 0], 0, width),
                                   np.clip(points[:, 1], 0, height)])
     polygon = Polygon(points)
-    if polygon.area <= 0:
-        issues.skip(item, "zero-area polygon")
+    if polygon.is_valid and polygon.area > 0:
+        return [points.ravel().tolist()]
+    reason = explain_validity(polygon)
+    parts = [p for p in _polygon_parts(make_valid(polygon)) if p.area > 0]
+    if not parts:
+        issues.skip(item, f"zero-area polygon ({reason})")
         return None
-    parts = [polygon]
-    if not polygon.is_valid:
-        reason = explain_validity(polygon)
-        parts = [p for p in _polygon_parts(make_valid(polygon)) if p.area > 0]
-        if not parts:
-            issues.skip(item, f"invalid polygon ({reason}) is empty after repair")
-            return None
-        issues.warn(item, f"invalid polygon ({reason}) repaired into {len(parts)} part(s)")
-        return [np.asarray(p.exterior.coords)[:-1].ravel().tolist() for p in parts]
-    return [points.ravel().tolist()]
+    issues.warn(item, f"invalid polygon ({reason}) repaired into {len(parts)} part(s)")
+    return [np.asarray(p.exterior.coords)[:-1].ravel().tolist() for p in parts]
 
 
 def components(mask: np.ndarray) -> list[np.ndarray]:

@@ -132,7 +132,7 @@ def read_via(input_path: Path, image_root: Path | None, issues: Issues,
                 continue
             polygons = clean_polygon(*points, width, height, region_item, issues)
             if polygons:
-                instances.append(Instance(polygons=polygons,
+                instances.append(Instance(polygons=polygons, source=region_item,
                                           tumor_type=_type_in(region.get("region_attributes"))))
         plain = is_plain_8bit(image)
         yield Sample(
