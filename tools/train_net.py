@@ -14,6 +14,8 @@ comes from the environment.
 
 from __future__ import annotations
 
+import sys
+
 import tumor_det  # noqa: F401
 from tumor_det.distributed import launch
 from tumor_det.engine import TumorTrainer, setup
@@ -22,7 +24,10 @@ from detectron2.engine import default_argument_parser
 
 
 def main(args):
-    cfg = setup(args)
+    try:
+        cfg = setup(args)
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # config, weights or dataset
+        sys.exit(f"train_net.py: error: {exc}")
     if args.eval_only:
         model = TumorTrainer.build_model(cfg)
         from tumor_det.checkpoint import TumorCheckpointer
