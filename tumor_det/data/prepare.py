@@ -99,8 +99,10 @@ def read_samples(options: PrepareOptions, issues: Issues) -> Iterator[Sample]:
         raise DatasetError(f"unknown format {options.format!r}; choose from {FORMATS}")
     if path is None and not (options.format == "nifti" and options.pairs):
         raise DatasetError("--input is required")
-    if path is not None and not path.exists():
-        raise DatasetError(f"input not found: {path}")
+    for required in ([path] if path is not None else []) + [p for pair in options.pairs
+                                                            for p in pair]:
+        if not Path(required).exists():
+            raise DatasetError(f"input not found: {required}")
     if options.format == "via":
         return read_via(path, options.image_root, issues, options.patient_regex)
     if options.format == "coco":
@@ -195,7 +197,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     if not images:
         first = f" (first: {issues.skipped[0][0]}: {issues.skipped[0][1]})" if issues.skipped \
             else ""
-        raise DatasetError(f"nothing usable in {options.input}: "
+        raise DatasetError(f"nothing usable in {options.input or 'the --pair volumes'}: "
                            f"{len(issues.skipped)} item(s) skipped{first}")
     split_of = _split_of_images(images, options, issues)
     categories = [{"id": k + 1, "name": name, "supercategory": "tumor"}
