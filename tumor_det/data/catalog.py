@@ -13,11 +13,12 @@ registered even before it exists and is generated on first use.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
 SYNTHETIC_NAME = "tumor_synth"
 SPLITS = ("train", "val", "test")
@@ -28,13 +29,33 @@ def datasets_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("TUMOR_DET_DATASETS") or "datasets")
 
 
+#: Image-level COCO fields that tumor-det's converters write and the records keep.
+IMAGE_EXTRA_KEYS = ("patient_id", "pixel_spacing", "slice_index")
+
+
+def load_tumor_coco(json_file: str | os.PathLike, image_root: str | os.PathLike, name: str
+                    ) -> list[dict]:
+    """Detectron2's ``load_coco_json``, keeping the image-level fields in ``IMAGE_EXTRA_KEYS``
+    (``load_coco_json`` drops them; the evaluator needs ``pixel_spacing`` for mm)."""
+    records = load_coco_json(str(json_file), str(image_root), name)
+    with open(json_file) as f:
+        images = {img["id"]: img for img in json.load(f)["images"]}
+    for record in records:
+        image = images.get(record["image_id"], {})
+        record.update({k: image[k] for k in IMAGE_EXTRA_KEYS if k in image})
+    return records
+
+
 def register_coco_split(name: str, json_file: str | os.PathLike, image_root: str | os.PathLike,
                         ) -> None:
-    """Register one COCO JSON as ``name`` (replacing an earlier registration of that name)."""
+    """Register one COCO JSON as ``name`` (replacing an earlier registration of that name),
+    as ``register_coco_instances`` does, with :func:`load_tumor_coco` as the loader."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(json_file), str(image_root))
+    DatasetCatalog.register(name, lambda: load_tumor_coco(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=str(json_file), image_root=str(image_root),
+                                  evaluator_type="coco")
 
 
 def _register_synthetic(folder: Path) -> None:
@@ -44,8 +65,8 @@ def _register_synthetic(folder: Path) -> None:
         from tumor_det.data.synthetic import ensure_synthetic_dataset
 
         ensure_synthetic_dataset(folder)
-        return load_coco_json(str(folder / "annotations" / f"{split}.json"),
-                              str(folder / "images"), f"{SYNTHETIC_NAME}_{split}")
+        return load_tumor_coco(folder / "annotations" / f"{split}.json", folder / "images",
+                               f"{SYNTHETIC_NAME}_{split}")
 
     for split in SPLITS:
         name = f"{SYNTHETIC_NAME}_{split}"
