@@ -144,3 +144,11 @@ def test_dicom_folder_becomes_one_series_volume(tmp_path):
     assert kinds == [("dicom", 0), ("dicom_series", 4), ("unsupported", 0)]
     series = next(s for s in sources if s.kind == "dicom_series")
     assert series.stem == "series" and series.path == tmp_path / "series"
+
+
+def test_trailing_config_overrides_are_split_off_inputs():
+    from tumor_det.splash_cli import split_opts
+
+    assert split_opts(["a.png", "b/", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"]) == (
+        ["a.png", "b/"], ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"])
+    assert split_opts(["a.png"]) == (["a.png"], [])

@@ -306,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--weights {args.weights}: no such file")
             cfg.MODEL.WEIGHTS = args.weights
         check_weights(cfg.MODEL.WEIGHTS)
-    except (UsageError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (UsageError, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
+        # yacs reports an unknown override key with an AssertionError, a file key with KeyError
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"splash.py: error: {message}", file=sys.stderr)
         return 2
