@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from tumor_det.inputs import InputError, UsageError, expand_inputs, read_image
+from tumor_det.inputs import InputError, UsageError, expand_inputs, read_dicom, read_image
 from tumor_det.outputs import OutputError, OutputGuard, rle, write_csv, write_image, write_json
 from tumor_det.splash import color_splash, draw_overlay, video_frame
 
@@ -152,3 +152,10 @@ def test_trailing_config_overrides_are_split_off_inputs():
     assert split_opts(["a.png", "b/", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"]) == (
         ["a.png", "b/"], ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"])
     assert split_opts(["a.png"]) == (["a.png"], [])
+
+
+def test_dicom_reading_spacing_and_colour():
+    pixels, rgb, spacing = read_dicom(Path(get_testdata_file("MR_small.dcm")))
+    assert pixels.shape == (64, 64) and not rgb and spacing == (0.3125, 0.3125)
+    pixels, rgb, _ = read_dicom(Path(get_testdata_file("SC_rgb_small_odd.dcm")))
+    assert rgb and pixels.ndim == 3 and pixels.shape[2] == 3

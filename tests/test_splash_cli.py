@@ -101,12 +101,14 @@ def test_folder_with_corrupt_files_and_no_overwrite(tmp_path):
     (folder / "text.png").write_text("not an image")
     (folder / "notes.txt").write_text("hello")
     (folder / "fake.dcm").write_bytes(b"\0" * 200)
+    (folder / "broken.nii.gz").write_bytes(b"not gzip")
     (folder / "good_mask.png").write_bytes(data)  # an input where good.png's mask would go
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     res = splash("--input", str(folder), "--output", str(folder), "--confidence-threshold", "0.9")
     assert res.returncode == 0, res.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before
-    for name in ("truncated.png", "text.png", "notes.txt", "fake.dcm", "good.png"):
+    for name in ("truncated.png", "text.png", "notes.txt", "fake.dcm", "broken.nii.gz",
+                 "good.png"):
         assert f"skipped {folder / name}: " in res.stdout, name  # warned about (log)
         assert f"\n{folder / name} " in res.stdout, name  # and listed in the summary
     assert "refusing to overwrite input" in res.stdout

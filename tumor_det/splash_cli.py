@@ -134,17 +134,15 @@ class SplashRunner:
         return candidate
 
     def run(self, sources: Sequence[Source]) -> None:
+        """Process 2D inputs in batches, then volumes and videos; record every skip."""
         images = [s for s in sources if s.kind in ("image", "dicom")]
         others = [s for s in sources if s.kind not in ("image", "dicom")]
         with tqdm(total=len(sources), desc="splash", unit="input", dynamic_ncols=True) as bar:
-            pending: list[tuple[Source, np.ndarray, bool, tuple[float, float] | None]] = []
+            pending: list[tuple[Source, np.ndarray, tuple[float, float] | None]] = []
             for src in images:
                 try:
-                    if src.kind == "image":
-                        pending.append((src, read_image(src.path), False, None))
-                    else:
-                        pending.append((src, *read_dicom(src.path)))
-                except InputError as exc:
+                    pending.append((src, *self._read_2d(src)))
+                except (InputError, ValueError, TypeError) as exc:
                     self.report.skip(src.path, str(exc))
                     bar.update(1)
                 if len(pending) == self.batch_size:
@@ -161,20 +159,25 @@ class SplashRunner:
                         self._volume(src)
                 except (InputError, OutputError, OSError) as exc:
                     self.report.skip(src.path, str(exc))
+                except Exception as exc:  # noqa: BLE001 - one bad scan must not end the run
+                    logger.debug("%s failed", src.path, exc_info=True)
+                    self.report.skip(src.path, f"failed: {type(exc).__name__}: {exc}")
                 bar.update(1)
 
-    def _images(self, batch: list, bar: tqdm) -> None:
-        preds: list[TumorPrediction] = []
-        # One forward pass per colour convention (rgb is a per-call flag of predict_batch).
-        for rgb in (False, True):
-            part = [i for i, item in enumerate(batch) if item[2] == rgb]
-            if part:
-                out = self.predictor.predict_batch([batch[i][1] for i in part], rgb=rgb,
-                                                   pixel_spacing=[batch[i][3] for i in part])
-                preds.extend(out)
-        order = [i for rgb in (False, True) for i, item in enumerate(batch) if item[2] == rgb]
-        for i, pred in zip(order, preds, strict=True):
-            src = batch[i][0]
+    def _read_2d(self, src: Source) -> tuple[np.ndarray, tuple[float, float] | None]:
+        """The 8-bit BGR model input of a 2D source and its pixel spacing (DICOM only)."""
+        if src.kind == "image":
+            return self.predictor.prepare(read_image(src.path)), None
+        pixels, rgb, spacing = read_dicom(src.path)
+        return self.predictor.prepare(pixels, rgb=rgb), spacing
+
+    def _images(self, batch: list[tuple[Source, np.ndarray, tuple[float, float] | None]],
+                bar: tqdm) -> None:
+        if not batch:
+            return
+        preds = self.predictor.predict_batch([item[1] for item in batch],
+                                             pixel_spacing=[item[2] for item in batch])
+        for (src, _, _), pred in zip(batch, preds, strict=True):
             try:
                 self._write_2d(src, pred)
             except (OutputError, OSError) as exc:
