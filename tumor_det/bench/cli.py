@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if q and args.batches == [1, 4]:
         args.batches = [1, 2]
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    default_reps = {"inference": (3, 15), "train": (2, 8), "profile": (2, 5),
+    default_reps = {"inference": (3, 10), "train": (2, 8), "profile": (2, 5),
                     "sizes": (2, 7), "accuracy": (0, 0)}[args.task]
     args.reps = args.reps or default_reps[0 if q else 1]
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{info} | threads {args.threads} | load {os.getloadavg()}")
     report = run(args)
     if args.results:
-        write_section(args.results, args.task, report.markdown(info, argv))
+        # one section per task, device type and precision (fp32 CPU: the task's name)
+        key = args.task + ("" if args.device == "cpu" else "-" + args.device.split(":")[0]) \
+            + ("-amp" if args.amp else "")
+        report.task = key
+        write_section(args.results, key, report.markdown(info, argv))
         print(f"updated {args.results}")
     return 0
 
