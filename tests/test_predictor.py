@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tumor_det.config import get_tumor_cfg
 from tumor_det.intensity import to_model_input
-from tumor_det.predictor import TumorPredictor, check_weights
+from tumor_det.predictor import TumorPredictor
 from tumor_det.volume import (
     LPS_TO_RAS,
     Volume,
@@ -20,6 +20,7 @@ from tumor_det.volume import (
     load_nifti,
     to_display_slices,
 )
+from tumor_det.weights import resolve_weights
 
 import nibabel as nib
 import numpy as np
@@ -110,8 +111,8 @@ def test_real_model_batches_with_one_load(predictor):
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        check_weights(str(tmp_path / "nope.pth"))
-    check_weights("")
+        resolve_weights(str(tmp_path / "nope.pth"))
+    assert resolve_weights("") == ""
     cfg = get_tumor_cfg(None, ["MODEL.WEIGHTS", str(tmp_path / "nope.pth")])
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         TumorPredictor(cfg)

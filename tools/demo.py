@@ -1,25 +1,14 @@
 #!/usr/bin/env python
-"""The main job (``make demo``): build the quick Mask R-CNN and run it on a generated slice."""
+"""The main job (``make demo``): prepare synthetic MRI, train, evaluate, splash.
 
-from __future__ import annotations
+    python tools/demo.py [--output output/demo] [--retrain] [KEY VALUE ...]
 
-import tumor_det  # noqa: F401
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+See :mod:`tumor_det.demo`.
+"""
 
-import numpy as np
-import torch
-from detectron2.engine import DefaultPredictor
+import sys
 
-
-def main() -> None:
-    cfg = get_tumor_cfg(DEFAULT_CONFIG, ["MODEL.DEVICE", "cpu"])
-    torch.manual_seed(0)
-    predictor = DefaultPredictor(cfg)
-    image = np.zeros((256, 256, 3), np.uint8)
-    outputs = predictor(image)
-    print(f"{DEFAULT_CONFIG.name}: Mask R-CNN ran on a 256x256 slice: "
-          f"{len(outputs['instances'])} instances (untrained weights)")
-
+from tumor_det.demo import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

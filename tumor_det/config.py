@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+logger = logging.getLogger(__name__)
 
 #: The repository's ``configs/`` folder (the package is installed editable, ``pip install -e .``).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -59,3 +63,11 @@ def get_tumor_cfg(config_file: str | Path | None = None, opts: list[str] | None 
     if opts:
         cfg.merge_from_list(list(opts))
     return cfg
+
+
+def resolve_device(cfg: CN) -> None:
+    """Use the CPU when the config asks for CUDA and no GPU is present (logged)."""
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %r but CUDA is not available: using the CPU",
+                       cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"

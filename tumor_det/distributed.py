@@ -62,11 +62,9 @@ def _setup_local_groups(num_per_machine: int, machine_rank: int) -> None:
             comm._LOCAL_PROCESS_GROUP = group
 
 
-def _gloo_worker(local_rank: int, main_func: Callable, world_size: int, num_per_machine: int,
-                 machine_rank: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
-    global_rank = machine_rank * num_per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                            rank=global_rank, timeout=timeout)
+def _run_in_group(main_func: Callable, args: tuple, num_per_machine: int,
+                  machine_rank: int) -> None:
+    """With the world group initialised: local groups, CPU-aware DDP, then ``main_func``."""
     _setup_local_groups(num_per_machine, machine_rank)
     patch_create_ddp_model()
     comm.synchronize()
@@ -74,6 +72,17 @@ def _gloo_worker(local_rank: int, main_func: Callable, world_size: int, num_per_
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+def _gloo_worker(local_rank: int, main_func: Callable, world_size: int, num_per_machine: int,
+                 machine_rank: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
+    global_rank = machine_rank * num_per_machine + local_rank
+    if "OMP_NUM_THREADS" not in os.environ:
+        # Share the cores: N processes x all-core thread pools spin against each other.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_per_machine))
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                            rank=global_rank, timeout=timeout)
+    _run_in_group(main_func, args, num_per_machine, machine_rank)
 
 
 def started_by_torchrun() -> bool:
@@ -88,13 +97,7 @@ def _run_under_torchrun(main_func: Callable, args: tuple, backend: str,
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
-    _setup_local_groups(local_size, int(os.environ.get("GROUP_RANK", 0)))
-    patch_create_ddp_model()
-    comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()
+    _run_in_group(main_func, args, local_size, int(os.environ.get("GROUP_RANK", 0)))
 
 
 def resolve_backend(backend: str = "auto") -> str:

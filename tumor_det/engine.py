@@ -7,7 +7,7 @@ import os
 
 import tumor_det  # noqa: F401
 from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import get_tumor_cfg
+from tumor_det.config import get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
 from tumor_det.distributed import patch_create_ddp_model
 from tumor_det.evaluation import TumorEvaluator
@@ -111,14 +111,6 @@ class TumorTrainer(DefaultTrainer):
                                                distributed=True, output_dir=output_folder,
                                                use_fast_impl=False))
         return DatasetEvaluators(evaluators)
-
-
-def resolve_device(cfg) -> None:
-    """Use the CPU when the config asks for CUDA and none is available."""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU",
-                       cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
 
 
 def setup(args):

@@ -28,10 +28,11 @@ import logging
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from tumor_det.config import resolve_device
 from tumor_det.intensity import to_model_input
 from tumor_det.volume import Volume, VolumePrediction, predict_volume
+from tumor_det.weights import resolve_weights
 
 import numpy as np
 import torch
@@ -72,20 +73,6 @@ class TumorPrediction:
         return self.area_px * self.pixel_spacing[0] * self.pixel_spacing[1]
 
 
-def resolve_device(cfg: CfgNode) -> None:
-    """Use the CPU when the config asks for CUDA and no GPU is present (logged)."""
-    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is %r but CUDA is not available: using the CPU",
-                       cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-
-
-def check_weights(weights: str) -> None:
-    """Raise FileNotFoundError for a local weights path that is not a file ("" = random init)."""
-    if weights and "://" not in weights and not Path(weights).expanduser().is_file():
-        raise FileNotFoundError(f"weights file not found: {weights}")
-
-
 class TumorPredictor(DefaultPredictor):
     """Load the model once; predict single images, batches of slices and volumes.
 
@@ -97,7 +84,7 @@ class TumorPredictor(DefaultPredictor):
         cfg = cfg.clone()
         if not cfg.MODEL.MASK_ON:
             raise ValueError("TumorPredictor needs a mask model (MODEL.MASK_ON True)")
-        check_weights(cfg.MODEL.WEIGHTS)
+        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
         resolve_device(cfg)
         super().__init__(cfg)  # builds the model, loads MODEL.WEIGHTS, sets self.aug
         self.score_threshold = float(

@@ -37,9 +37,10 @@ from tumor_det.outputs import (
     write_json,
     write_nifti_mask,
 )
-from tumor_det.predictor import TumorPrediction, TumorPredictor, check_weights
+from tumor_det.predictor import TumorPrediction, TumorPredictor
 from tumor_det.splash import RED, color_splash, display_scale, draw_overlay, video_frame
 from tumor_det.volume import load_dicom_series, load_nifti
+from tumor_det.weights import resolve_weights
 
 import numpy as np
 from detectron2.data import MetadataCatalog
@@ -68,9 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-input", metavar="VIDEO", help="a video file")
     p.add_argument("--output", default="output/splash", metavar="DIR",
                    help="output folder (default: %(default)s)")
-    p.add_argument("--confidence-threshold", type=float, default=0.5, metavar="T",
-                   help="minimum score of a tumor (default: %(default)s)")
-    p.add_argument("--weights", metavar="W", help="model weights file (sets MODEL.WEIGHTS)")
+    p.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
+                   help="minimum score of a tumor (default: the config's "
+                   "TUMOR.EVAL.SCORE_THRESHOLD, the operating point it was evaluated at)")
+    p.add_argument("--weights", metavar="W",
+                   help="checkpoint file, or last (the last checkpoint in OUTPUT_DIR); sets "
+                   "MODEL.WEIGHTS")
     p.add_argument("--batch-size", type=int, default=4, metavar="B",
                    help="images, slices or frames per forward pass (default: %(default)s)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
@@ -305,16 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--batch-size must be at least 1")
         cfg = get_tumor_cfg(args.config_file, opts)
         if args.weights is not None:
-            if args.weights and not Path(args.weights).is_file():
-                raise UsageError(f"--weights {args.weights}: no such file")
             cfg.MODEL.WEIGHTS = args.weights
-        check_weights(cfg.MODEL.WEIGHTS)
+        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
     except (UsageError, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
         # yacs reports an unknown override key with an AssertionError, a file key with KeyError
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"splash.py: error: {message}", file=sys.stderr)
         return 2
     t = args.confidence_threshold
+    if t is None:
+        t = cfg.TUMOR.EVAL.SCORE_THRESHOLD
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = t
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = t
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = t
