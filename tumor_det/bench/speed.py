@@ -41,7 +41,7 @@ MODELS = ("ours", "torchvision")
 
 def spec_from(args: Namespace, **over) -> ModelSpec:
     kw = dict(size=args.size, detections=args.detections, device=args.device,
-              tv_config=args.tv_config, seed=args.seed)
+              tv_config=args.tv_config, seed=args.seed, opts=list(args.opts))
     kw.update(over)
     return ModelSpec(**kw)
 
