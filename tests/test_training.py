@@ -72,12 +72,16 @@ def test_resume_after_kill_continues_at_right_iteration(toy_root, tmp_path):
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
 
 
-def test_eval_only_and_best_checkpoint(toy_root, tmp_path):
+def test_eval_only_best_checkpoint_and_validation_loss(toy_root, tmp_path):
     out = tmp_path / "run"
-    opts = toy_opts(toy_root, out, max_iter=4) + ["TEST.EVAL_PERIOD", "2"]
+    opts = toy_opts(toy_root, out, max_iter=4) + ["TEST.EVAL_PERIOD", "2",
+                                                  "TUMOR.VAL_LOSS_PERIOD", "2"]
     result = _run(TRAIN_NET + opts)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (out / "model_best.pth").is_file()
+    val_losses = [m["val_total_loss"] for m in _metrics(out) if "val_total_loss" in m]
+    assert val_losses and all(v > 0 for v in val_losses)
+    assert list(out.glob("events.out.tfevents.*")), "no TensorBoard events"
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     evals = [m for m in _metrics(out) if "tumor/dice" in m]
     assert evals, "periodic evaluation wrote no tumor metrics"

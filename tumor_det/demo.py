@@ -12,11 +12,15 @@ It ends by printing where each output is.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
+from tumor_det.checkpoint import TumorCheckpointer
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import SYNTHETIC_NAME, datasets_root, register_all
 from tumor_det.data.synthetic import ensure_synthetic_dataset, synthetic_volume
@@ -30,6 +34,13 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 logger = logging.getLogger("tumor_det.demo")
+
+
+def quiet_console(log: logging.Logger) -> None:
+    """Keep the model's architecture dump in log.txt but off the console."""
+    for handler in log.handlers:
+        if getattr(handler, "stream", None) is sys.stdout:
+            handler.addFilter(lambda record: not record.getMessage().startswith("Model:\n"))
 
 
 def step(number: int, title: str) -> None:
@@ -57,17 +68,21 @@ def train(cfg, retrain: bool) -> Path:
     start = time.time()
     trainer = TumorTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    trainer.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' prints; the logger stays
+        trainer.train()
     print(f"Trained {cfg.SOLVER.MAX_ITER} iterations in {time.time() - start:.0f} s.")
     return final
 
 
 def evaluate(cfg, weights: Path) -> dict:
-    from tumor_det.checkpoint import TumorCheckpointer
-
+    """COCO AP + tumor metrics on the test split (training only ever saw train and val)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = (f"{SYNTHETIC_NAME}_test",)
     model = TumorTrainer.build_model(cfg)
     TumorCheckpointer(model).load(str(weights))
-    results = TumorTrainer.test(cfg, model)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' prints; the logger stays
+        results = TumorTrainer.test(cfg, model)
     tumor, segm = results.get("tumor", {}), results.get("segm", {})
     rows = [
         ("Dice (tumor slices, mean)", tumor.get("dice")),
@@ -85,7 +100,7 @@ def evaluate(cfg, weights: Path) -> dict:
 
 
 def write_volume(path: Path) -> Path:
-    volume, _, affine = synthetic_volume(seed=1)
+    volume, _, affine = synthetic_volume(seed=1, size=256)
     nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), str(path))
     return path
 
@@ -99,16 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    setup_logger(str(out / "log.txt"))
-    setup_logger(str(out / "log.txt"), name="tumor_det")
+    for name in ("detectron2", "tumor_det"):
+        quiet_console(setup_logger(str(out / "log.txt"), name=name))
     root = datasets_root()
 
     step(1, f"Prepare the synthetic MRI dataset ({root / SYNTHETIC_NAME})")
     splits = prepare(root)
 
-    cfg = get_tumor_cfg(args.config_file, ["OUTPUT_DIR", str(out / "model"),
-                                           "DATASETS.TEST", f'("{SYNTHETIC_NAME}_test",)',
-                                           *args.opts])
+    cfg = get_tumor_cfg(args.config_file, ["OUTPUT_DIR", str(out / "model"), *args.opts])
     resolve_device(cfg)
     cfg.freeze()
     step(2, f"Train Mask R-CNN ({args.config_file.name}, {cfg.SOLVER.MAX_ITER} iterations)")
@@ -121,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     test_images = [r["file_name"] for r in splits["test"]][:8]
     volume = write_volume(out / "synthetic_volume.nii.gz")
     splash_dir = out / "splash"
-    status = splash_main([*test_images, str(volume), "--config-file", str(args.config_file),
-                          "--weights", str(weights), "--output", str(splash_dir)])
+    status = splash_main(["--input", *test_images, str(volume), "--output", str(splash_dir),
+                          "--config-file", str(args.config_file), "--weights", str(weights),
+                          "--tint"])
 
     print("\nDone. Outputs:")
     print(tabulate([
