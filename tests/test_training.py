@@ -102,7 +102,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     before = (tmp_path / "model_0000001.pth").read_bytes()
 
     def dying_save(obj, f, *args, **kwargs):
-        f.write(b"partial")
+        Path(f).write_bytes(b"partial")
         raise KeyboardInterrupt("killed during save")
 
     monkeypatch.setattr(torch, "save", dying_save)

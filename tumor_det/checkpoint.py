@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
-import tumor_det  # noqa: F401
+from tumor_det.atomic import atomic_path, write_text
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-
-
-def _atomic_write(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 # torchvision ResNet / Mask R-CNN parameter names → Detectron2's. Written by hand: Detectron2
 # only ships this as a script outside its package (tools/convert-torchvision-to-d2.py, ResNet only).
@@ -111,13 +93,14 @@ class TumorCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        with atomic_path(save_file) as tmp:
+            torch.save(data, tmp)
         if name != "model_best":  # --resume continues from the newest periodic checkpoint
             self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        write_text(path, last_filename_basename)
 
     def _load_file(self, filename: str) -> dict:
         loaded = super()._load_file(filename)

@@ -20,12 +20,13 @@ and ``hd95_median``. A per-image CSV is written to the output folder.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 from collections import OrderedDict
 
-import tumor_det  # noqa: F401
+from tumor_det.atomic import write_text
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -178,14 +179,12 @@ class TumorEvaluator(DatasetEvaluator):
             return {}
         metrics = aggregate(records)
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            path = os.path.join(self._output_dir, "tumor_metrics_per_image.csv")
-            tmp = path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(records[0]))
-                writer.writeheader()
-                writer.writerows(sorted(records, key=lambda r: str(r["image_id"])))
-            os.replace(tmp, path)
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(sorted(records, key=lambda r: str(r["image_id"])))
+            write_text(os.path.join(self._output_dir, "tumor_metrics_per_image.csv"),
+                       text.getvalue())
         unit = records[0]["hd95_unit"]
         logger.info("Tumor metrics on %s (HD95 in %s): %s", self._dataset_name, unit,
                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -11,17 +11,15 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tumor_det.atomic import atomic_path as _atomic_path
+
 import cv2
 import numpy as np
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 CSV_FIELDS = ("file", "kind", "tumors", "scores", "area_px", "area_mm2", "volume_ml", "slices")
 
@@ -44,21 +42,11 @@ class OutputGuard:
 
 @contextmanager
 def atomic_path(path: Path, guard: OutputGuard | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success."""
-    path = Path(path)
+    """:func:`tumor_det.atomic.atomic_path`, refusing paths the ``guard`` knows as inputs."""
     if guard is not None:
         guard.check(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _atomic_path(path) as tmp:
+        yield tmp
 
 
 def write_bytes(path: Path, data: bytes, guard: OutputGuard | None = None) -> Path:

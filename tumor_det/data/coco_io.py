@@ -7,11 +7,12 @@ from its rasterised mask, so they always agree with the segmentation.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from tumor_det.atomic import atomic_path
+from tumor_det.atomic import write_json as write_json
 from tumor_det.data.records import (
     DatasetError,
     Instance,
@@ -32,29 +33,18 @@ from PIL import Image
 BBOX_TOLERANCE = 1.0
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
-
-
 def write_image(sample: Sample, dest: Path) -> None:
     """Copy (8-bit JPEG/PNG) or convert (others, via ``to_uint8``) to ``dest``, atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.tmp{dest.suffix}")
-    if sample.copy_as_is:
-        shutil.copyfile(sample.image_path, tmp)
-    else:
+    with atomic_path(dest) as tmp:
+        if sample.copy_as_is:
+            shutil.copyfile(sample.image_path, tmp)
+            return
         array = np.asarray(sample.pixels())
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         if array.ndim == 3:
             array = array[:, :, :3]
         Image.fromarray(to_uint8(array)).save(tmp, format="PNG")
-    os.replace(tmp, dest)
 
 
 def instance_rle(instance: Instance, height: int, width: int) -> dict:

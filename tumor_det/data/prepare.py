@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tumor_det.atomic import write_text
 from tumor_det.data.coco_io import build_annotation, read_coco, write_image, write_json
 from tumor_det.data.figshare import read_cvind, read_figshare
 from tumor_det.data.mask_pairs import read_mask_pairs
@@ -218,9 +219,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         if _SPLIT_FILE.match(stale.name) and stale.stem not in splits:
             os.remove(stale)  # from an earlier run with other splits: it would be registered
     result = PrepareResult(out, splits, issues, class_names)
-    tmp = out / f".prepare_summary.{os.getpid()}.tmp"
-    tmp.write_text(result.summary(max_skips=None) + "\n")
-    os.replace(tmp, out / "prepare_summary.txt")
+    write_text(out / "prepare_summary.txt", result.summary(max_skips=None) + "\n")
     return result
 
 

@@ -17,13 +17,14 @@ to slice. Everything is deterministic given the seed. Lengths in the code are in
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tumor_det.atomic import write_json
 
 import cv2
 import numpy as np
@@ -461,17 +462,6 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     return polygons
 
 
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate_synthetic_dataset(folder: Path, num_patients: int = 30, slices_per_patient: int = 5,
                                size: int = 256, seed: int = 0,
                                splits: Sequence[float] = (0.7, 0.15, 0.15)) -> dict:
@@ -512,7 +502,7 @@ def generate_synthetic_dataset(folder: Path, num_patients: int = 30, slices_per_
     summary = {}
     for split in ("test", "val", "train"):  # train.json last: its presence means "complete"
         coco = cocos[split]
-        _write_json(folder / "annotations" / f"{split}.json", coco)
+        write_json(folder / "annotations" / f"{split}.json", coco)
         with_ann = {a["image_id"] for a in coco["annotations"]}
         summary[split] = {
             "patients": len({im["patient_id"] for im in coco["images"]}),

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import tumor_det  # noqa: F401  (Detectron2 compatibility fixes first)
+from tumor_det.atomic import atomic_path
 from tumor_det.data.catalog import register_all
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -33,8 +34,7 @@ def visualize_dataset(name: str, output: Path, num: int | None = None,
         drawn = Visualizer(image, metadata=metadata).draw_dataset_dict(record)
         rel = os.path.relpath(record["file_name"], metadata.get("image_root", "."))
         dest = output / (Path(rel).with_suffix("").as_posix().replace("/", "__") + ".png")
-        tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.tmp.png")
-        drawn.save(str(tmp))
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            drawn.save(str(tmp))
         written.append(dest)
     return written
