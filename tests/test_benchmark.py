@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tumor_det.bench.common import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -21,27 +23,37 @@ def _run(tmp_path: Path, *args: str) -> tuple[str, str]:
 
 
 def test_inference_quick(tmp_path: Path) -> None:
-    out, md = _run(tmp_path, "--task", "inference", "--quick", "--size", "128", "--reps", "2")
+    out, md = _run(tmp_path, "--task", "inference", "--quick", "--size", "128", "--reps", "1",
+                   "--warmup", "0")
     rows = [line.split() for line in out.splitlines()]
-    assert any(r[:2] == ["ours", "1"] for r in rows) and any(
-        r[:2] == ["torchvision", "1"] for r in rows)
-    assert any(r[:2] == ["ours", "2"] for r in rows)
-    assert "ratio median (ours/tv)" in out
-    assert "1-min load avg" in out
-    # peak memory measured in fresh processes, one per model
+    for model in ("ours", "torchvision"):
+        assert any(r[:2] == [model, "1"] for r in rows) and any(r[:2] == [model, "2"]
+                                                                for r in rows)
+    assert "ratio median (ours/tv)" in out and "1-min load avg" in out
+    # peak memory, measured in a fresh process per model
     peak = [float(r[6]) for r in rows if r[:2] in (["ours", "2"], ["torchvision", "2"])]
     assert len(peak) == 2 and all(p > 100 for p in peak)
     assert "<!-- benchmark:inference:start -->" in md and "| ours" in md
-    # a second run replaces the section instead of appending another
-    (tmp_path / "RESULTS.md").write_text("# R\n\n" + md + "\n## other\n")
-    _, md2 = _run(tmp_path, "--task", "inference", "--quick", "--size", "128", "--reps", "1",
-                  "--batches", "1", "--no-memory")
-    assert md2.count("<!-- benchmark:inference:start -->") == 1 and md2.endswith("## other\n")
 
 
 def test_train_quick(tmp_path: Path) -> None:
-    out, md = _run(tmp_path, "--task", "train", "--quick", "--size", "128", "--no-memory")
-    assert any(line.startswith("ours ") for line in out.splitlines())
-    assert any(line.startswith("torchvision ") for line in out.splitlines())
+    out, md = _run(tmp_path, "--task", "train", "--quick", "--size", "128", "--reps", "1",
+                   "--warmup", "0", "--no-memory")
+    lines = out.splitlines()
+    assert any(line.startswith("ours ") for line in lines)
+    assert any(line.startswith("torchvision ") for line in lines)
     assert "Ratio (ours/torchvision) of median s/iter" in out
     assert "<!-- benchmark:train:start -->" in md
+
+
+def test_write_section_replaces_own_section(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nother text\n")
+    section = "<!-- benchmark:x:start -->\n## one\n<!-- benchmark:x:end -->"
+    write_section(path, "x", section)
+    write_section(path, "y", section.replace(":x:", ":y:"))
+    write_section(path, "x", section.replace("one", "two"))
+    text = path.read_text()
+    assert text.startswith("# Results\n\nother text\n")
+    assert text.count("benchmark:x:start") == 1 and "## two" in text and "## one" in text
+    assert text.index("## two") < text.index(":y:start")

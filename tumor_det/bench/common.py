@@ -374,7 +374,8 @@ class Report:
     busy: bool = False  # the 1-min load exceeded LOAD_LIMIT during the measurement
     ratio: object = None  # the headline ratio(s), for callers and tests
 
-    def add_table(self, rows: list[list], headers: list[str], floatfmt: str = ".3g") -> None:
+    def add_table(self, rows: list[list], headers: list[str],
+                  floatfmt: str | Sequence[str] = ".3g") -> None:
         print(tabulate(rows, headers=headers, floatfmt=floatfmt))
         print()
         self.lines += [tabulate(rows, headers=headers, tablefmt="github", floatfmt=floatfmt), ""]

@@ -172,13 +172,14 @@ def run_sizes(args: Namespace) -> Report:
         f"slice, batch 1, median of {args.reps} interleaved runs after {args.warmup} warm-up, "
         f"{args.threads} threads. Accuracy: the model {how}, evaluated at each test size "
         f"(`INPUT.MIN_SIZE_TEST`) on `tumor_synth_val` ({n_val} slices of 256 px, upsampled by "
-        f"the test resize), its latency (median per image over those slices, incl. "
-        f"evaluation-free inference only) beside. Dice: mean over slices with tumor of the "
+        f"the test resize), its latency (median per image over those slices, "
+        f"inference only) beside. Dice: mean over slices with tumor of the "
         f"union of instances with score >= 0.5; Dice (all) counts tumor-free slices; lesion "
         f"sensitivity at IoU >= 0.1; mask AP: COCOeval segm, all instances.")
     rep.add_table(rows, ["test size", "R50 ours ms", "R50 torchvision ms", "ratio",
                          "trained model ms", "Dice", "Dice (all)", "lesion sens.",
-                         "FP/img", "mask AP"], floatfmt=".3g")
+                         "FP/img", "mask AP"],
+                  floatfmt=("g", ".0f", ".0f", ".3f", ".0f", ".3f", ".3f", ".3f", ".2f", ".1f"))
     rep.add_text(load.summary())
     rep.busy = load.busy
     return rep
@@ -312,9 +313,11 @@ def run_accuracy(args: Namespace) -> Report:
         f"detections/image on both sides. The real split is patient-level "
         f"(`tools/prepare_dataset.py --split 0.6,0.2,0.2 --seed 0`).")
     rep.add_table(train_rows, ["model", "iterations", "batch", "train min", "s/iter",
-                               "final loss (mean of last 10)"], floatfmt=".3g")
+                               "final loss (mean of last 10)"],
+                  floatfmt=("", "g", "g", ".1f", ".2f", ".3f"))
     rep.add_table(rows, ["test set (slices)", "model", "mask AP", "mask AP50", "Dice",
-                         "Dice (all)", "lesion sens.", "FP/img"], floatfmt=".3g")
+                         "Dice (all)", "lesion sens.", "FP/img"],
+                  floatfmt=("", "", ".1f", ".1f", ".3f", ".3f", ".3f", ".2f"))
     rep.add_text(load.summary())
     rep.busy = False  # too expensive to repeat; the load is stated
     return rep
