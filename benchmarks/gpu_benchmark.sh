@@ -19,7 +19,9 @@ mkdir -p "$OUT"
 RES="$OUT/RESULTS-gpu.md"
 
 [ -d "$WH" ] || { echo "gpu_benchmark: $WH/ is missing (benchmarks/build_wheelhouse.sh)" >&2; exit 2; }
-"$PY" -m venv --system-site-packages "$VENV"   # reuses the machine's torch
+# --system-site-packages: reuses the machine's torch (and pip, where ensurepip is missing)
+"$PY" -m venv --system-site-packages "$VENV" 2>/dev/null \
+    || "$PY" -m venv --system-site-packages --without-pip "$VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 PIP="python -m pip install -q --disable-pip-version-check --no-index --find-links $WH"

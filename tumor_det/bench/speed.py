@@ -68,7 +68,7 @@ def memory_child(argv: list[str]) -> None:
         else:
             from tumor_det.predictor import TumorPredictor
 
-            model = TumorPredictor(cfg, score_threshold=0.0)
+            model = TumorPredictor(cfg, score_threshold=0.0, fp16=job["amp"])
     else:
         model = build_torchvision(spec, cfg).train(train)
     base = rss_mb()
