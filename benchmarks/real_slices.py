@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--size", type=int, default=320, help="short edge at train and test")
+    parser.add_argument("--weights", default="",
+                        help="initial weights, e.g. output/demo/model/model_final.pth (the demo's "
+                        "synthetic-data model); default: none (from scratch)")
     parser.add_argument("--input", type=Path, default=SHARED)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
@@ -62,6 +65,7 @@ def main() -> None:
             "INPUT.MAX_SIZE_TEST", str(2 * s), "SOLVER.MAX_ITER", str(args.iters),
             "SOLVER.STEPS", f"({int(args.iters * 0.75)}, {int(args.iters * 0.92)})",
             "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters), "TEST.EVAL_PERIOD", "0",
+            "MODEL.WEIGHTS", args.weights,
         ])
         resolve_device(cfg)
         start = time.time()
@@ -80,8 +84,11 @@ def main() -> None:
     ]
     command = "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
     text = [
-        f"\n## Real slices: training from scratch ({datetime.date.today()})\n",
-        f"`{command}` — {args.config_file.name}, {args.iters} iterations at {s} px, "
+        f"\n## Real slices: {'fine-tuning' if args.weights else 'training from scratch'} "
+        f"({datetime.date.today()})\n",
+        f"`{command}` — {args.config_file.name}, "
+        f"{'initialised from ' + args.weights if args.weights else 'from scratch'}, "
+        f"{args.iters} iterations at {s} px, "
         f"{minutes:.1f} min of training on {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}, torch {torch.__version__}). "
         f"Patient-level split of the 46 slices (seed 0): {counts['train']} train / "
