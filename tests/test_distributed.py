@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) train with DistributedDataParallel and their replicas stay equal."""
+"""Two CPU processes (gloo) train with DistributedDataParallel and their weights stay equal."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def main(opts, out):
     trainer.resume_or_load(resume=False)
     trainer.train()
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # Parameters: DistributedDataParallel keeps them identical. BatchNorm running statistics
+    # are buffers that Detectron2 does not broadcast (broadcast_buffers=False): per replica.
+    state = {k: v.detach().clone() for k, v in model.named_parameters()}
     torch.save({"state": state, "world": comm.get_world_size(), "rank": comm.get_rank(),
                 "local_rank": comm.get_local_rank()}, Path(out) / f"rank{comm.get_rank()}.pt")
 
