@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tumor_det.atomic import atomic_path
-from tumor_det.atomic import write_json as write_json
 from tumor_det.data.records import (
     DatasetError,
     Instance,
