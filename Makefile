@@ -7,12 +7,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.tumor-det-installed
 
-.PHONY: demo test lint env clean-env
+.PHONY: demo test test-quick lint env clean-env
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the suite without the tests marked slow (training, processes, installs), for development
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

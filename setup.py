@@ -12,7 +12,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["tumor_det", "tumor_det.*"]),
+    # configs/ is shipped as the package-data module tumor_det.configs (found by name at run time
+    # through tumor_det.config.get_config_file, in site-packages as in an editable install).
+    packages=[*find_packages(include=["tumor_det", "tumor_det.*"]), "tumor_det.configs"],
+    package_dir={"tumor_det.configs": "configs"},
+    package_data={"tumor_det.configs": ["*.yaml"]},
     install_requires=[
         # Detectron2 is built from PyPI's pb1-detectron2 sdist by tools/build_detectron2_wheel.py.
         "detectron2",

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import CONFIG_DIR, get_tumor_cfg
+from tumor_det.config import get_config_file, get_tumor_cfg
 from tumor_det.data import register_all
 from tumor_det.distributed import launch
 from tumor_det.engine import TumorTrainer
@@ -27,7 +27,7 @@ from detectron2.utils import comm
 
 
 def main(opts, out):
-    cfg = get_tumor_cfg(CONFIG_DIR / "quick_cpu.yaml", opts)
+    cfg = get_tumor_cfg(get_config_file("quick_cpu.yaml"), opts)
     register_all(cfg.TUMOR.DATASETS_ROOT)
     trainer = TumorTrainer(cfg)
     trainer.resume_or_load(resume=False)

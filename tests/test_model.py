@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tumor_det.config import CONFIG_DIR, get_tumor_cfg
+from tumor_det.config import get_config_file, get_tumor_cfg
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def _batch(size: int = 96) -> list[dict]:
 
 @pytest.mark.parametrize("config", ["mask_rcnn_R_50_FPN_scratch.yaml", "quick_cpu.yaml"])
 def test_train_step_and_inference(config):
-    cfg = get_tumor_cfg(CONFIG_DIR / config, ["MODEL.DEVICE", "cpu"])
+    cfg = get_tumor_cfg(get_config_file(config), ["MODEL.DEVICE", "cpu"])
     assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -54,7 +54,7 @@ def test_train_step_and_inference(config):
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f'_BASE_: "{CONFIG_DIR / "quick_cpu.yaml"}"\nMODEL:\n  NOT_A_KEY: 1\n')
+    bad.write_text(f'_BASE_: "{get_config_file("quick_cpu.yaml")}"\nMODEL:\n  NOT_A_KEY: 1\n')
     with pytest.raises(KeyError, match="NOT_A_KEY"):
         get_tumor_cfg(bad)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):

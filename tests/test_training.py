@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tumor_det  # noqa: F401
 from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import CONFIG_DIR, get_tumor_cfg
+from tumor_det.config import get_config_file, get_tumor_cfg
 from tumor_det.weights import WeightsNotFoundError, cached_path, resolve_weights
 
 import pytest
@@ -24,7 +24,7 @@ from toy_data import toy_opts, write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file",
-             str(CONFIG_DIR / "quick_cpu.yaml")]
+             str(get_config_file("quick_cpu.yaml"))]
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -95,7 +95,7 @@ def test_eval_only_best_checkpoint_and_validation_loss(toy_root, tmp_path):
 
 
 def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    cfg = get_tumor_cfg(CONFIG_DIR / "quick_cpu.yaml")
+    cfg = get_tumor_cfg(get_config_file("quick_cpu.yaml"))
     model = build_model(cfg)
     ckpt = TumorCheckpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_0000001", iteration=1)
@@ -162,7 +162,7 @@ def test_torchvision_weights_converted_on_load(tmp_path, kind):
         src_key, dst_key = "roi_heads.mask_head.3.0.weight", "roi_heads.mask_head.mask_fcn4.weight"
     path = tmp_path / f"{kind}.pth"
     torch.save(tv.state_dict(), path)
-    cfg = get_tumor_cfg(CONFIG_DIR / "Base-Tumor-RCNN-FPN.yaml", ["MODEL.DEVICE", "cpu"])
+    cfg = get_tumor_cfg(get_config_file("Base-Tumor-RCNN-FPN.yaml"), ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     TumorCheckpointer(model).load(str(path))
     state = model.state_dict()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -11,9 +13,56 @@ from detectron2.config import get_cfg
 
 logger = logging.getLogger(__name__)
 
-#: The repository's ``configs/`` folder (the package is installed editable, ``pip install -e .``).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "quick_cpu.yaml"
+
+class ConfigError(KeyError, ValueError):
+    """A config that cannot be used: no such file, an unknown key or a value of the wrong type.
+
+    A ``KeyError`` (yacs' own type for unknown keys) and a ``ValueError``, with a one-line
+    message (``str()`` does not add KeyError's quotes).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config file (or a ``_BASE_`` it names) does not exist."""
+
+
+def config_dir() -> Path:
+    """The folder of tumor-det's YAML configs.
+
+    The repository's ``configs/`` is installed as the package-data module ``tumor_det.configs``
+    (``setup.py``: ``package_dir``), so it is found the same way after ``pip install .`` into
+    site-packages and after ``pip install -e .`` (like ``detectron2.model_zoo``'s configs).
+    """
+    return Path(str(resources.files("tumor_det.configs")))
+
+
+def list_configs() -> list[str]:
+    """The names of the built-in configs (``quick_cpu.yaml``, ...)."""
+    return sorted(p.name for p in config_dir().glob("*.yaml"))
+
+
+def get_config_file(name: str | os.PathLike) -> Path:
+    """A config by path, or a built-in one by name (``quick_cpu``, ``quick_cpu.yaml``,
+    ``configs/quick_cpu.yaml``), like ``detectron2.model_zoo.get_config_file``.
+
+    An existing path is returned as it is; otherwise the name is looked up among the built-in
+    configs. Raises :class:`ConfigError` naming the file and the built-in names.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    builtin = config_dir() / stem
+    if path.parent in (Path("."), Path("configs")) and builtin.is_file():
+        return builtin
+    raise ConfigFileNotFoundError(f"config file not found: {name} (built-in configs: "
+                      f"{', '.join(list_configs())})")
+
+
+DEFAULT_CONFIG = get_config_file("quick_cpu.yaml")
 
 
 def add_tumor_config(cfg: CN) -> None:
@@ -52,17 +101,36 @@ def add_tumor_config(cfg: CN) -> None:
 def get_tumor_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
     """Return Detectron2's defaults + ``cfg.TUMOR``, merged with ``config_file`` and ``opts``.
 
-    Unknown keys in the file or in ``opts`` raise a ``KeyError`` naming the key (yacs).
+    ``config_file`` is a path or a built-in config's name (:func:`get_config_file`). A missing
+    file, an unknown key or a value of the wrong type in the file or in ``opts`` (``KEY VALUE``
+    pairs) raise :class:`ConfigError` with a one-line message naming the file or key.
     """
     cfg = get_cfg()
     add_tumor_config(cfg)
-    path = Path(config_file) if config_file else DEFAULT_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    cfg.merge_from_file(str(path))
+    path = get_config_file(config_file) if config_file else DEFAULT_CONFIG
+    try:
+        cfg.merge_from_file(str(path))
+    except (KeyError, ValueError, AssertionError, TypeError) as exc:
+        raise ConfigError(f"{path}: {_yacs_message(exc)}") from exc
+    except FileNotFoundError as exc:  # a missing _BASE_ file
+        raise ConfigFileNotFoundError(f"{path}: config file not found: {exc.filename or exc}"
+                                      ) from exc
     if opts:
-        cfg.merge_from_list(list(opts))
+        opts = list(opts)
+        if len(opts) % 2:
+            raise ConfigError(f"config overrides must be KEY VALUE pairs, got {opts}")
+        try:
+            cfg.merge_from_list(opts)
+        except (KeyError, ValueError, AssertionError, TypeError) as exc:
+            raise ConfigError(f"config override: {_yacs_message(exc)}") from exc
     return cfg
+
+
+def _yacs_message(exc: BaseException) -> str:
+    """yacs' error as one line: it raises KeyError (file), AssertionError (``merge_from_list``)
+    or ValueError (type mismatch), some with multi-line messages."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return " ".join(text.split())
 
 
 def resolve_device(cfg: CN) -> None:
