@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets" / "brain_tumor_mri"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests never download (CI machines may have internet): weights URLs fail at once unless a test
+# serves them from 127.0.0.1 and removes this switch (tests/test_weights.py).
+os.environ.setdefault("TUMOR_DET_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
