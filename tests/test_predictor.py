@@ -10,16 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumor_det.config import get_tumor_cfg
+from tumor_det.geometry import LPS_TO_RAS, Volume, display_slices, from_display_slices
 from tumor_det.intensity import to_model_input
+from tumor_det.io import load_dicom_series, load_nifti
 from tumor_det.predictor import TumorPredictor
-from tumor_det.volume import (
-    LPS_TO_RAS,
-    Volume,
-    from_display_slices,
-    load_dicom_series,
-    load_nifti,
-    to_display_slices,
-)
 from tumor_det.weights import resolve_weights
 
 import nibabel as nib
@@ -132,7 +126,7 @@ def cube_volume(affine: np.ndarray) -> Volume:
 ])
 def test_volume_mask_lands_in_the_input_grid(fake, affine, spacing):
     volume = cube_volume(affine)
-    display, display_spacing = to_display_slices(volume)
+    display, display_spacing = display_slices(volume)
     assert display_spacing == pytest.approx(spacing)  # (row, column) mm of the axial slices
     back = from_display_slices(display, volume)
     np.testing.assert_array_equal(back, volume.data)  # exact round trip
@@ -145,7 +139,7 @@ def test_volume_mask_lands_in_the_input_grid(fake, affine, spacing):
     assert result.volume_ml == pytest.approx(result.voxels * voxel_mm3 / 1000)
     assert result.num_tumors == 2 and result.tumor_scores == [pytest.approx(0.9)] * 2
     assert len(result.slices) == display.shape[0]
-    expected, _ = to_display_slices(Volume(volume.data > 0, affine))
+    expected, _ = display_slices(Volume(volume.data > 0, affine))
     hits = [k for k, p in enumerate(result.slices) if p.mask.any()]
     assert hits == list(np.flatnonzero(expected.any(axis=(1, 2))))
     first, last = result.slice_range
@@ -157,7 +151,7 @@ def test_volume_mask_lands_in_the_input_grid(fake, affine, spacing):
 def test_display_slices_are_radiological_axial_views():
     data = np.zeros((4, 5, 3))
     data[0, 4, 1] = 1  # RAS+: x = 0 is the patient's left-most voxel, y = 4 the most anterior
-    display, _ = to_display_slices(Volume(data, np.eye(4)))
+    display, _ = display_slices(Volume(data, np.eye(4)))
     assert display.shape == (3, 5, 4)  # (slices inferior -> superior, rows, columns)
     # anterior at the top; the patient's left on the image's right (radiological convention)
     assert display[1, 0, 3] == 1 and display.sum() == 1

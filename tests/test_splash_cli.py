@@ -103,6 +103,9 @@ def test_folder_with_corrupt_files_and_no_overwrite(tmp_path):
     (folder / "fake.dcm").write_bytes(b"\0" * 200)
     (folder / "broken.nii.gz").write_bytes(b"not gzip")
     (folder / "good_mask.png").write_bytes(data)  # an input where good.png's mask would go
+    _, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (64, 80, 3),
+                                                                    dtype=np.uint8))
+    (folder / "cut.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])  # OpenCV decodes it grey
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     res = splash("--input", str(folder), "--output", str(folder), "--confidence-threshold", "0.9")
     assert res.returncode == 0, res.stderr
@@ -112,6 +115,8 @@ def test_folder_with_corrupt_files_and_no_overwrite(tmp_path):
         assert f"skipped {folder / name}: " in res.stdout, name  # warned about (log)
         assert f"\n{folder / name} " in res.stdout, name  # and listed in the summary
     assert "refusing to overwrite input" in res.stdout
+    assert f"skipped {folder / 'cut.jpg'}: truncated image" in res.stdout
+    assert f"\n{folder / 'cut.jpg'}  " in res.stdout and "Premature end" not in res.stderr
     table = rows(folder)
     assert set(table) == {"good_mask.png"}
     assert (folder / "good_mask_splash.png").is_file()

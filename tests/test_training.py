@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.checkpoint import TumorCheckpointer
+from tumor_det import atomic
+from tumor_det.checkpoint import TumorCheckpointer, convert_torchvision_state_dict
 from tumor_det.config import get_config_file, get_tumor_cfg
 from tumor_det.weights import WeightsNotFoundError, cached_path, resolve_weights
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 import torchvision
 from detectron2.modeling import build_model
+from torch import nn
 from toy_data import toy_opts, write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +63,12 @@ def test_resume_after_kill_continues_at_right_iteration(toy_root, tmp_path):
     saved = (out / "last_checkpoint").read_text()
     assert saved.startswith("model_") and (out / saved).is_file()
     saved_iter = torch.load(out / saved, weights_only=False)["iteration"]
-    assert not list(out.glob(".tmp-*")), "a killed save must not leave partial files behind"
+    # The kill may land in a save: what that leaves is a hidden temporary, never a checkpoint.
+    checkpoints = TumorCheckpointer(nn.Linear(1, 1), str(out)).get_all_checkpoint_files()
+    assert checkpoints and not [p for p in checkpoints if atomic.is_temporary(p)]
+    assert all(p.suffix != ".pth" for p in out.iterdir() if atomic.is_temporary(p))
+    for path in checkpoints:
+        torch.load(path, weights_only=False)
 
     result = _run(TRAIN_NET + ["--resume"] + toy_opts(toy_root, out, saved_iter + 3))
     assert result.returncode == 0, result.stdout[-3000:]
@@ -113,9 +120,130 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "model_0000001.pth").read_bytes() == before
     assert not (tmp_path / "model_0000002.pth").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert TumorCheckpointer(model, save_dir=str(tmp_path)).resume_or_load("")["iteration"] == 1
+
+
+# Child process: save a checkpoint (weights all -1, iteration 2) with TumorCheckpointer and
+# SIGKILL itself at one point of the save. argv: save_dir, point, checkpoint name.
+_DYING_SAVE = """
+import io, os, signal, sys
+import tumor_det
+from tumor_det.checkpoint import TumorCheckpointer
+import torch
+
+save_dir, point, name = sys.argv[1:4]
+model = torch.nn.Linear(256, 256)
+torch.nn.init.constant_(model.weight, -1.0)
+torch.nn.init.constant_(model.bias, -1.0)
+real_save, real_replace, replaced = torch.save, os.replace, []
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def save(obj, f, *args, **kwargs):
+    if point == "before_write":
+        die()
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    with open(f, "wb") as out:
+        out.write(data[: len(data) // 2] if point == "mid_write" else data)
+        out.flush()
+        os.fsync(out.fileno())
+    if point == "mid_write":
+        die()
+
+def replace(src, dst):
+    replaced.append(dst)
+    if (point, len(replaced)) in (("before_rename", 1), ("before_tag_rename", 2)):
+        die()
+    real_replace(src, dst)
+
+torch.save, os.replace = save, replace
+TumorCheckpointer(model, save_dir=save_dir).save(name, iteration=2)
+sys.exit("the save was not killed")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["model_0000002", "model_0000001"])  # a new one, an overwrite
+@pytest.mark.parametrize("point", ["before_write", "mid_write", "before_rename",
+                                   "before_tag_rename"])
+def test_killed_save_keeps_previous_checkpoint(tmp_path, point, name):
+    """SIGKILL at each point of a save: the previous checkpoint and ``last_checkpoint`` still
+    load, and the one temporary file left is hidden and invisible to Detectron2."""
+    model = nn.Linear(256, 256)
+    with torch.no_grad():
+        model.weight.copy_(torch.linspace(0, 1, 256 * 256).reshape(256, 256))
+        model.bias.copy_(torch.linspace(-1, 0, 256))
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    TumorCheckpointer(model, save_dir=str(tmp_path)).save("model_0000001", iteration=1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["last_checkpoint", "model_0000001.pth"]
+
+    child = subprocess.run([sys.executable, "-c", _DYING_SAVE, str(tmp_path), point, name],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+
+    temporaries = sorted(p for p in tmp_path.iterdir() if atomic.is_temporary(p))
+    assert len(temporaries) == 1, temporaries  # a killed process cannot clean up after itself
+    leftover = temporaries[0]
+    assert leftover.name.startswith(".") and not leftover.name.endswith(".pth")
+    if point == "before_write":
+        assert leftover.stat().st_size == 0
+    elif point == "mid_write":
+        with pytest.raises(RuntimeError, match="zip archive"):  # really a partial checkpoint
+            torch.load(leftover, weights_only=False)
+    new_in_place = point == "before_tag_rename"  # killed while tagging: the checkpoint is done
+    real = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p != leftover}
+    if new_in_place:
+        assert set(real) == set(before) | {f"{name}.pth"}
+        new = torch.load(tmp_path / f"{name}.pth", weights_only=False)
+        assert new["iteration"] == 2 and torch.all(new["model"]["weight"] == -1)
+    else:
+        assert real == before  # byte for byte
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+    # What Detectron2 sees: real checkpoints only, and last_checkpoint resumes.
+    fresh = TumorCheckpointer(nn.Linear(256, 256), save_dir=str(tmp_path))
+    assert fresh.has_checkpoint()
+    assert sorted(os.path.basename(p) for p in fresh.get_all_checkpoint_files()) == sorted(
+        n for n in real if n.endswith(".pth"))
+    resumed = fresh.resume_or_load("", resume=True)
+    if new_in_place and name == "model_0000001":
+        assert resumed["iteration"] == 2
+    else:
+        assert resumed["iteration"] == 1
+        for key, value in fresh.model.state_dict().items():
+            assert torch.equal(value, original[key]), key
+
+    assert atomic.remove_stale_temporaries(tmp_path, older_than_s=3600) == []  # still recent
+    assert atomic.remove_stale_temporaries(tmp_path, older_than_s=0) == [leftover]
+    assert {p.name for p in tmp_path.iterdir()} == set(real)
+
+
+def test_temporary_names_are_recognised_and_never_checkpoints(tmp_path):
+    names = {}
+    for target in ("model_final.pth", "weights.pkl", "last_checkpoint", "mask.png",
+                   "volume.nii.gz", "results.json"):
+        with atomic.atomic_path(tmp_path / target) as tmp:
+            names[target] = tmp.name
+            assert atomic.is_temporary(tmp) and tmp.name.startswith(f".{target}.")
+            tmp.write_bytes(b"x")
+    # writers that pick the format by suffix (cv2, nibabel) get it; checkpoints never
+    assert names["mask.png"].endswith(".tmp.png")
+    assert names["volume.nii.gz"].endswith(".tmp.nii.gz")
+    assert names["model_final.pth"].endswith(".tmp") and names["weights.pkl"].endswith(".tmp")
+    for real in ("model_final.pth", ".hidden.pth", "model.tmp.pth", "a.tmp", ".tmp-synth"):
+        assert not atomic.is_temporary(real), real
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    with pytest.raises(RuntimeError), atomic.atomic_path(tmp_path / "model_final.pth") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("failed write")
+    assert (tmp_path / "model_final.pth").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
 def test_weights_aliases_fail_fast_with_instructions(tmp_path, monkeypatch):
@@ -150,23 +278,91 @@ def test_train_net_reports_missing_weights_and_dataset(toy_root, tmp_path, monke
     assert "prepare_dataset.py" in result.stdout
 
 
-@pytest.mark.parametrize("kind", ["resnet50", "maskrcnn"])
-def test_torchvision_weights_converted_on_load(tmp_path, kind):
+# Detectron2 parameters that torchvision's weights do not supply: the class-specific predictors
+# (torchvision: 91 COCO classes, background first), re-initialised for our classes.
+_CLASS_SPECIFIC = ("roi_heads.box_predictor.cls_score.", "roi_heads.box_predictor.bbox_pred.",
+                   "roi_heads.mask_head.predictor.")
+
+
+def _r50_fpn(*opts: str) -> nn.Module:
+    cfg = get_tumor_cfg(get_config_file("Base-Tumor-RCNN-FPN.yaml"), ["MODEL.DEVICE", "cpu",
+                                                                       *opts])
+    return build_model(cfg)
+
+
+def _torchvision(kind: str) -> nn.Module:
     torch.manual_seed(0)
     if kind == "resnet50":
         tv = torchvision.models.resnet50(weights=None)
-        src_key, dst_key = "layer3.2.conv2.weight", "backbone.bottom_up.res4.2.conv2.weight"
     else:
         tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None,
                                                                weights_backbone=None)
-        src_key, dst_key = "roi_heads.mask_head.3.0.weight", "roi_heads.mask_head.mask_fcn4.weight"
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so that they count
+        for module in tv.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return tv.eval()
+
+
+@pytest.mark.parametrize("kind", ["resnet50", "maskrcnn"])
+def test_torchvision_weights_converted_on_load(tmp_path, kind):
+    """Every torchvision tensor lands on one of our parameters of the same shape, and every
+    parameter of ours (of the ResNet for a plain ResNet-50) gets one, but the predictors."""
+    tv_state = _torchvision(kind).state_dict()
+    model = _r50_fpn()
+    ours = model.state_dict()
+    converted = convert_torchvision_state_dict(tv_state)
+    dropped = [k for k in tv_state if k.endswith("num_batches_tracked") or k.startswith((
+        "fc.", "roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits."))]
+    assert len(dropped) == (55 if kind == "resnet50" else 59)  # 53 BN counters + fc (2) or 6
+    assert len(converted) == len(tv_state) - len(dropped)  # one of ours for each of the rest
+    for key, value in converted.items():
+        assert key in ours and ours[key].shape == value.shape, key
+    scope = "backbone.bottom_up." if kind == "resnet50" else ""
+    expected = {k for k in ours if k.startswith(scope) and not k.startswith(_CLASS_SPECIFIC)}
+    assert set(converted) == expected
+    assert len(expected) == (265 if kind == "resnet50" else 301)
+
     path = tmp_path / f"{kind}.pth"
-    torch.save(tv.state_dict(), path)
-    cfg = get_tumor_cfg(get_config_file("Base-Tumor-RCNN-FPN.yaml"), ["MODEL.DEVICE", "cpu"])
-    model = build_model(cfg)
+    torch.save(tv_state, path)
     TumorCheckpointer(model).load(str(path))
     state = model.state_dict()
-    assert torch.equal(state[dst_key], tv.state_dict()[src_key])
-    assert torch.equal(state["backbone.bottom_up.stem.conv1.norm.running_var"],
-                       tv.state_dict()["bn1.running_var" if kind == "resnet50"
-                                       else "backbone.body.bn1.running_var"])
+    for key, value in converted.items():
+        assert torch.equal(state[key], value), key
+    for key in ours.keys() - converted.keys():  # the rest keeps its initialisation
+        assert torch.equal(state[key], ours[key]), key
+
+
+def test_torchvision_maskrcnn_weights_compute_the_same():
+    """Converted weights make our R50-FPN compute what torchvision's Mask R-CNN computes, layer
+    by layer (torchvision's ResNet puts the stride in the 3x3 conv: STRIDE_IN_1X1 False)."""
+    tv = _torchvision("maskrcnn")
+    model = _r50_fpn("MODEL.RESNETS.STRIDE_IN_1X1", "False").eval()
+    missing, unexpected = model.load_state_dict(convert_torchvision_state_dict(tv.state_dict()),
+                                                strict=False)
+    assert not unexpected and all(k.startswith(_CLASS_SPECIFIC) for k in missing)
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        tv_features = list(tv.backbone(image).values())  # "0".."3", "pool"
+        features = model.backbone(image)
+        features = [features[f"p{i}"] for i in range(2, 7)]
+        for level, (theirs, mine) in enumerate(zip(tv_features, features, strict=True), 2):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4, msg=f"p{level}")
+        objectness, deltas = tv.rpn.head(features)
+        my_objectness, my_deltas = model.proposal_generator.rpn_head(features)
+        for theirs, mine in zip(objectness + deltas, my_objectness + my_deltas, strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+        boxes = torch.randn(5, 256, 7, 7)
+        torch.testing.assert_close(model.roi_heads.box_head(boxes), tv.roi_heads.box_head(boxes),
+                                   rtol=1e-4, atol=1e-4)
+        masks = torch.randn(3, 256, 14, 14)
+        theirs = torch.relu(tv.roi_heads.mask_predictor.conv5_mask(tv.roi_heads.mask_head(masks)))
+        mine = masks
+        for name, layer in model.roi_heads.mask_head.named_children():
+            if name != "predictor":
+                mine = layer(mine)
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)

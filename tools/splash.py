@@ -4,7 +4,8 @@
     python tools/splash.py --input scan.nii.gz slice.png --output output/splash
     python tools/splash.py --help
 
-The logic is in :mod:`tumor_det.splash_cli`.
+The logic is in :mod:`tumor_det.splash_cli` (command line), :mod:`tumor_det.splash_run`
+(one prediction function per input kind) and :mod:`tumor_det.splash_sink` (outputs).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from tumor_det.atomic import atomic_path, write_text
+from tumor_det.atomic import atomic_path, remove_stale_temporaries, write_text
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -80,12 +80,14 @@ class TumorCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer whose saves are atomic and which reads torchvision weights.
 
     A run killed during a save leaves the previous checkpoint and ``last_checkpoint`` intact:
-    both are written to a temporary file and renamed into place.
+    both are written to a temporary file and renamed into place. A hidden temporary file that a
+    killed save left behind (never named ``*.pth``) is removed by the next save.
     """
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
+        remove_stale_temporaries(self.save_dir)
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()

@@ -8,7 +8,8 @@ MRI arrives as 8-bit JPEG/PNG, 16-bit PNG/TIFF, int16 (Figshare ``.mat``, DICOM)
 * Anything else (uint16, int16, int32, float) is windowed per image: values between the
   ``low``-th and ``high``-th percentiles (default 0.5 and 99.5, computed over finite pixels) are
   mapped linearly onto 0..255 and clipped. This is robust to the hot voxels and arbitrary scanner
-  units of MRI, where a fixed window is meaningless. A constant image becomes all zeros.
+  units of MRI, where a fixed window is meaningless. A constant image becomes all zeros; NaN
+  and ±inf pixels are left out of the window and become 0. Colour channels share one window.
 
 Dataset converters write images normalised by :func:`to_uint8`; :class:`tumor_det.predictor`
 applies :func:`to_model_input` to whatever it reads, so both paths meet the same rule.
@@ -32,8 +33,9 @@ def to_uint8(
         return image.astype(np.uint8) * 255
     if not np.issubdtype(image.dtype, np.number):
         raise TypeError(f"cannot convert an image of dtype {image.dtype} to 8 bits")
+    is_finite = np.isfinite(image)  # NaN/inf: no measurement; outside the window, black
     values = image.astype(np.float32)
-    finite = values[np.isfinite(values)]
+    finite = values[is_finite]
     if finite.size == 0:
         return np.zeros(image.shape, np.uint8)
     low, high = np.percentile(finite, percentiles)
@@ -41,7 +43,7 @@ def to_uint8(
         low, high = float(finite.min()), float(finite.max())
     if high <= low:
         return np.zeros(image.shape, np.uint8)
-    scaled = (np.nan_to_num(values, nan=low) - low) * (255.0 / (high - low))
+    scaled = (np.where(is_finite, values, low) - low) * (255.0 / (high - low))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

@@ -1,4 +1,4 @@
-"""Write inference outputs atomically and never over an input.
+"""Write inference outputs atomically and never over an input; COCO result records.
 
 Every file is written to a temporary name in its destination folder and moved into place with
 ``os.replace``, so a reader (or an interrupted run) never sees a half-written file. An
@@ -76,28 +76,6 @@ def write_csv(path: Path, rows: Iterable[dict], guard: OutputGuard | None = None
     return write_bytes(path, buf.getvalue().encode(), guard)
 
 
-def write_nifti_mask(path: Path, mask: np.ndarray, affine: np.ndarray, header=None,
-                     guard: OutputGuard | None = None) -> Path:
-    """Write a uint8 0/1 mask with the input's affine and header (``.nii.gz``)."""
-    import nibabel as nib
-
-    data = mask.astype(np.uint8)
-    if header is not None and isinstance(header, nib.Nifti1Header):  # also Nifti2Header
-        header = header.copy()
-        header.set_data_dtype(np.uint8)
-        header.set_slope_inter(None, None)
-        header["cal_min"], header["cal_max"] = 0, 1
-        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        img = image_class(data, affine, header)
-    else:
-        img = nib.Nifti1Image(data, affine)
-        img.set_qform(affine, code="scanner")
-        img.set_sform(affine, code="scanner")
-    with atomic_path(path, guard) as tmp:
-        nib.save(img, str(tmp))
-    return path
-
-
 class VideoWriter:
     """``cv2.VideoWriter`` ('mp4v') to a temporary file, moved into place by :meth:`close`."""
 
@@ -139,23 +117,23 @@ def coco_records(prediction, image_id: int, file_name: str,
                  category_ids: dict[int, int] | None = None, **extra: Any) -> list[dict]:
     """COCO results (one dict per instance) for a :class:`~tumor_det.predictor.TumorPrediction`.
 
-    ``category_ids`` maps contiguous class indices to dataset ids (default: index + 1).
+    Detectron2's ``instances_to_coco_json`` (what ``COCOEvaluator`` writes: XYWH ``bbox``, RLE
+    ``segmentation`` with ``counts`` as str) plus ``file_name`` and ``extra`` (``slice``,
+    ``frame``); ``category_ids`` maps its contiguous class indices to dataset ids (default:
+    index + 1). bbox is rounded to 0.01 px and score to 5 decimals.
     """
-    inst = prediction.instances
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
     records = []
-    if not len(inst):
-        return records
-    boxes = inst.pred_boxes.tensor.numpy()
-    for box, cls, score, mask in zip(boxes, inst.pred_classes.tolist(), prediction.scores,
-                                     inst.pred_masks.numpy(), strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
+    for record in instances_to_coco_json(prediction.instances, image_id):
+        cls = record["category_id"]
         records.append({
             "image_id": image_id,
             "file_name": file_name,
             **extra,
             "category_id": (category_ids or {}).get(cls, cls + 1),
-            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-            "score": round(float(score), 5),
-            "segmentation": rle(mask),
+            "bbox": [round(float(v), 2) for v in record["bbox"]],
+            "score": round(float(record["score"]), 5),
+            "segmentation": record["segmentation"],
         })
     return records

@@ -8,7 +8,10 @@ build and checkpoint load, the test-time ``ResizeShortestEdge``, ``INPUT.FORMAT`
 * runs several images per forward pass (:meth:`TumorPredictor.predict_batch`) under
   ``torch.inference_mode()``, optionally in float16 autocast on CUDA;
 * returns a :class:`TumorPrediction`: the instances above the score threshold on the CPU, their
-  union mask, scores and areas (in mm² when the pixel spacing is known).
+  union mask, scores and areas (in mm² when the pixel spacing is known);
+* predicts volumes slice by slice (:meth:`TumorPredictor.predict_volume`) on the display slices
+  of :func:`tumor_det.geometry.display_slices` (the slicing rule training data went through) and
+  maps the mask back into the input's grid (:class:`VolumePrediction`).
 
 Example::
 
@@ -19,6 +22,8 @@ Example::
     predictor = TumorPredictor(cfg)
     pred = predictor(cv2.imread("slice.png", cv2.IMREAD_UNCHANGED))
     print(pred.num_tumors, pred.scores, pred.area_px)
+    vol = predictor.predict_volume(load_nifti("scan.nii.gz"))  # tumor_det.io.load_nifti
+    print(vol.num_tumors, vol.volume_ml, vol.slice_range)
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tumor_det.batching import batched
 from tumor_det.config import resolve_device
+from tumor_det.geometry import Volume, display_slices, from_display_slices
 from tumor_det.intensity import to_model_input
-from tumor_det.volume import Volume, VolumePrediction, predict_volume
 from tumor_det.weights import resolve_weights
 
 import numpy as np
@@ -71,6 +77,33 @@ class TumorPrediction:
         if self.pixel_spacing is None:
             return None
         return self.area_px * self.pixel_spacing[0] * self.pixel_spacing[1]
+
+
+@dataclass
+class VolumePrediction:
+    """A volume's prediction; ``mask`` is in the input's grid, ``slices`` in display order."""
+
+    mask: np.ndarray  # bool, same shape as the input volume
+    affine: np.ndarray
+    voxel_volume_mm3: float
+    slices: list[TumorPrediction]  # display slices of the RAS-canonical volume (inferior first)
+    num_tumors: int  # 3D connected components (26-connected) of the mask
+    tumor_scores: list[float]  # per component: the best score of the detections forming it
+
+    @property
+    def voxels(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def volume_ml(self) -> float:
+        """Tumor volume in mL: voxel count x voxel volume (mm³) / 1000."""
+        return self.voxels * self.voxel_volume_mm3 / 1000.0
+
+    @property
+    def slice_range(self) -> tuple[int, int] | None:
+        """First and last display slice (canonical, 0-based, inferior first) with tumor."""
+        hits = [k for k, p in enumerate(self.slices) if p.mask.any()]
+        return (hits[0], hits[-1]) if hits else None
 
 
 class TumorPredictor(DefaultPredictor):
@@ -168,15 +201,45 @@ class TumorPredictor(DefaultPredictor):
         affine: np.ndarray | None = None,
         batch_size: int = 4,
         on_batch: Callable[[int], None] | None = None,
+        plane: str = "axial",
     ) -> VolumePrediction:
-        """Predict a 3D volume slice by slice (see :mod:`tumor_det.volume`).
+        """Predict a 3D volume on its ``plane`` slices, ``batch_size`` per forward pass.
 
-        ``volume`` is a :class:`~tumor_det.volume.Volume` or an array with its voxel -> RAS mm
-        ``affine`` (identity when omitted).
+        ``volume`` is a :class:`~tumor_det.geometry.Volume` or an array with its voxel -> RAS+
+        mm ``affine`` (identity when omitted). Slices are cut and shown as training data was
+        (:func:`tumor_det.geometry.display_slices`); the mask comes back in the input's grid.
         """
         if not isinstance(volume, Volume):
             volume = Volume(np.asarray(volume), np.eye(4) if affine is None else affine)
-        return predict_volume(self, volume, batch_size=batch_size, on_batch=on_batch)
+        slices, spacing = display_slices(volume, plane)
+        preds: list[TumorPrediction] = []
+        for batch in batched(slices, max(1, batch_size)):
+            preds.extend(self.predict_batch(batch, pixel_spacing=spacing))
+            if on_batch:
+                on_batch(len(batch))
+        return _volume_prediction(preds, volume, plane)
+
+
+def _volume_prediction(preds: list[TumorPrediction], volume: Volume,
+                       plane: str) -> VolumePrediction:
+    """Stack slice predictions; count 3D tumors and give each its best detection score."""
+    from scipy import ndimage
+
+    disp_mask = np.stack([p.mask for p in preds])
+    labels, count = ndimage.label(disp_mask, structure=np.ones((3, 3, 3), bool))
+    best = np.zeros(count + 1)
+    for k, pred in enumerate(preds):
+        for score, inst_mask in zip(pred.scores, pred.instances.pred_masks.numpy(), strict=True):
+            ids = np.unique(labels[k][inst_mask])
+            best[ids] = np.maximum(best[ids], score)
+    return VolumePrediction(
+        mask=from_display_slices(disp_mask, volume, plane),
+        affine=volume.affine,
+        voxel_volume_mm3=volume.voxel_volume_mm3,
+        slices=preds,
+        num_tumors=int(count),
+        tumor_scores=[float(s) for s in best[1:]],
+    )
 
 
 def _per_image(spacing: Spacing | Sequence[Spacing], n: int) -> list[Spacing]:

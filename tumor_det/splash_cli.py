@@ -1,5 +1,8 @@
 """``tools/splash.py``: run the tumor model on images, DICOM, NIfTI and videos; write splashes.
 
+The command line only: inputs are found by :func:`tumor_det.io.expand_inputs`, predicted by
+:func:`tumor_det.splash_run.run` and written by :class:`tumor_det.splash_sink.SplashSink`.
+
 Outputs in ``--output`` per 2D input: ``<stem>_splash.png``, ``<stem>_overlay.png``,
 ``<stem>_mask.png``; per volume: ``<stem>_mask.nii.gz`` and ``<stem>_splash.mp4``; per video:
 ``<stem>_splash.mp4``; for the whole run ``results.json`` (COCO results, RLE masks) and
@@ -10,47 +13,23 @@ Outputs in ``--output`` per 2D input: ``<stem>_splash.png``, ``<stem>_overlay.pn
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
-from tumor_det.inputs import (
-    InputError,
-    Source,
-    UsageError,
-    expand_inputs,
-    open_video,
-    read_dicom,
-    read_image,
-)
-from tumor_det.outputs import (
-    OutputError,
-    OutputGuard,
-    VideoWriter,
-    coco_records,
-    write_csv,
-    write_image,
-    write_json,
-    write_nifti_mask,
-)
-from tumor_det.predictor import TumorPrediction, TumorPredictor
-from tumor_det.splash import RED, color_splash, display_scale, draw_overlay, video_frame
-from tumor_det.volume import load_dicom_series, load_nifti
+from tumor_det.io import UsageError, expand_inputs
+from tumor_det.outputs import OutputError, OutputGuard
+from tumor_det.predictor import TumorPredictor
+from tumor_det.splash import RED
+from tumor_det.splash_run import run
+from tumor_det.splash_sink import Report, SplashSink, class_metadata
 from tumor_det.weights import resolve_weights
 
-import numpy as np
-from detectron2.data import MetadataCatalog
 from tabulate import tabulate
-from tqdm import tqdm
-
-logger = logging.getLogger("tumor_det.splash")
 
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-VOLUME_FPS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,201 +73,6 @@ def split_opts(inputs: list[str]) -> tuple[list[str], list[str]]:
     return inputs, []
 
 
-@dataclass
-class Report:
-    """What happened to each input: rows for results.csv, COCO records and skip reasons."""
-
-    rows: list[dict] = field(default_factory=list)
-    records: list[dict] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def skip(self, name: str | Path, reason: str) -> None:
-        logger.warning("skipped %s: %s", name, reason)
-        self.skipped.append((str(name), reason))
-
-
-class SplashRunner:
-    """Runs the predictor over sources and writes every output."""
-
-    def __init__(self, predictor: TumorPredictor, output: Path, guard: OutputGuard,
-                 batch_size: int = 4, tint: bool = False):
-        self.predictor = predictor
-        self.output = output
-        self.guard = guard
-        self.batch_size = max(1, batch_size)
-        self.tint = RED if tint else None
-        self.report = Report()
-        meta = MetadataCatalog.get(predictor.cfg.DATASETS.TEST[0]) if \
-            predictor.cfg.DATASETS.TEST else None
-        n = predictor.cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        self.class_names = list(meta.get("thing_classes", [])) if meta else []
-        if len(self.class_names) != n:
-            self.class_names = ["tumor"] if n == 1 else [f"class{i}" for i in range(n)]
-        id_map = meta.get("thing_dataset_id_to_contiguous_id", None) if meta else None
-        self.category_ids = {v: k for k, v in id_map.items()} if id_map else None
-        self._stems: set[str] = set()
-        self._image_id = 0
-
-    def unique_stem(self, stem: str) -> str:
-        candidate, n = stem, 1
-        while candidate in self._stems:
-            n += 1
-            candidate = f"{stem}_{n}"
-        self._stems.add(candidate)
-        return candidate
-
-    def run(self, sources: Sequence[Source]) -> None:
-        """Process 2D inputs in batches, then volumes and videos; record every skip."""
-        images = [s for s in sources if s.kind in ("image", "dicom")]
-        others = [s for s in sources if s.kind not in ("image", "dicom")]
-        with tqdm(total=len(sources), desc="splash", unit="input", dynamic_ncols=True) as bar:
-            pending: list[tuple[Source, np.ndarray, tuple[float, float] | None]] = []
-            for src in images:
-                try:
-                    pending.append((src, *self._read_2d(src)))
-                except (InputError, ValueError, TypeError) as exc:
-                    self.report.skip(src.path, str(exc))
-                    bar.update(1)
-                if len(pending) == self.batch_size:
-                    self._images(pending, bar)
-                    pending = []
-            self._images(pending, bar)
-            for src in others:
-                try:
-                    if src.kind == "unsupported":
-                        raise InputError(src.reason)
-                    if src.kind == "video":
-                        self._video(src)
-                    else:
-                        self._volume(src)
-                except (InputError, OutputError, OSError) as exc:
-                    self.report.skip(src.path, str(exc))
-                except Exception as exc:  # noqa: BLE001 - one bad scan must not end the run
-                    logger.debug("%s failed", src.path, exc_info=True)
-                    self.report.skip(src.path, f"failed: {type(exc).__name__}: {exc}")
-                bar.update(1)
-
-    def _read_2d(self, src: Source) -> tuple[np.ndarray, tuple[float, float] | None]:
-        """The 8-bit BGR model input of a 2D source and its pixel spacing (DICOM only)."""
-        if src.kind == "image":
-            return self.predictor.prepare(read_image(src.path)), None
-        pixels, rgb, spacing = read_dicom(src.path)
-        return self.predictor.prepare(pixels, rgb=rgb), spacing
-
-    def _images(self, batch: list[tuple[Source, np.ndarray, tuple[float, float] | None]],
-                bar: tqdm) -> None:
-        if not batch:
-            return
-        preds = self.predictor.predict_batch([item[1] for item in batch],
-                                             pixel_spacing=[item[2] for item in batch])
-        for (src, _, _), pred in zip(batch, preds, strict=True):
-            try:
-                self._write_2d(src, pred)
-            except (OutputError, OSError) as exc:
-                self.report.skip(src.path, str(exc))
-            bar.update(1)
-
-    def _write_2d(self, src: Source, pred: TumorPrediction) -> None:
-        stem = self.unique_stem(src.stem)
-        out = self.output
-        inst = pred.instances
-        masks = inst.pred_masks.numpy() if len(inst) else np.zeros((0, *pred.mask.shape), bool)
-        write_image(out / f"{stem}_splash.png", color_splash(pred.image, pred.mask, self.tint),
-                    self.guard)
-        overlay = draw_overlay(pred.image, masks, pred.scores, inst.pred_classes.tolist()
-                               if len(inst) else [], self.class_names)
-        write_image(out / f"{stem}_overlay.png", overlay, self.guard)
-        write_image(out / f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255, self.guard)
-        self.report.records += coco_records(pred, self._next_id(), str(src.path),
-                                            self.category_ids)
-        area_mm2 = pred.area_mm2
-        self.report.rows.append({
-            "file": str(src.path), "kind": "image", "tumors": pred.num_tumors,
-            "scores": ";".join(f"{s:.3f}" for s in pred.scores), "area_px": pred.area_px,
-            "area_mm2": None if area_mm2 is None else round(area_mm2, 2),
-        })
-
-    def _next_id(self) -> int:
-        self._image_id += 1
-        return self._image_id
-
-    def _volume(self, src: Source) -> None:
-        volume = load_nifti(src.path) if src.kind == "nifti" else load_dicom_series(src.files)
-        result = self.predictor.predict_volume(volume, batch_size=self.batch_size)
-        stem = self.unique_stem(src.stem)
-        header = volume.header if src.kind == "nifti" else None
-        write_nifti_mask(self.output / f"{stem}_mask.nii.gz", result.mask, volume.affine, header,
-                         self.guard)
-        first = result.slices[0].image
-        scale = display_scale(first.shape)
-        size = video_frame(first, scale).shape[1::-1]
-        writer = VideoWriter(self.output / f"{stem}_splash.mp4", VOLUME_FPS, size, self.guard)
-        ok = False
-        try:
-            n = len(result.slices)
-            for k, pred in enumerate(result.slices):
-                splash = color_splash(pred.image, pred.mask, self.tint)
-                writer.write(video_frame(splash, scale, f"slice {k + 1}/{n}"))
-            ok = True
-        finally:
-            writer.close(ok)
-        image_id = self._next_id()
-        for k, pred in enumerate(result.slices):
-            self.report.records += coco_records(pred, image_id, str(src.path), self.category_ids,
-                                                slice=k)
-        rng = result.slice_range
-        self.report.rows.append({
-            "file": str(src.path), "kind": "volume", "tumors": result.num_tumors,
-            "scores": ";".join(f"{s:.3f}" for s in result.tumor_scores),
-            "area_px": result.voxels, "volume_ml": round(result.volume_ml, 4),
-            "slices": "" if rng is None else f"{rng[0]}-{rng[1]}",
-        })
-        logger.info("%s: %d tumor(s), %.3f mL, slices %s", src.path, result.num_tumors,
-                    result.volume_ml, "-" if rng is None else f"{rng[0]}-{rng[1]}")
-
-    def _video(self, src: Source) -> None:
-        cap, fps = open_video(src.path)
-        stem = self.unique_stem(src.stem)
-        writer: VideoWriter | None = None
-        ok = False
-        frames = max_tumors = 0
-        hits: list[int] = []
-        image_id = self._next_id()
-        try:
-            while True:
-                batch = []
-                while len(batch) < self.batch_size:
-                    grabbed, frame = cap.read()
-                    if not grabbed:
-                        break
-                    batch.append(frame)
-                if not batch:
-                    break
-                if writer is None:
-                    h, w = batch[0].shape[:2]
-                    writer = VideoWriter(self.output / f"{stem}_splash.mp4", fps, (w, h),
-                                         self.guard)
-                for pred in self.predictor.predict_batch(batch):
-                    writer.write(color_splash(pred.image, pred.mask, self.tint))
-                    self.report.records += coco_records(pred, image_id, str(src.path),
-                                                        self.category_ids, frame=frames)
-                    if pred.num_tumors:
-                        hits.append(frames)
-                    max_tumors = max(max_tumors, pred.num_tumors)
-                    frames += 1
-            if writer is None:
-                raise InputError("video has no readable frames")
-            ok = True
-        finally:
-            cap.release()
-            if writer is not None:
-                writer.close(ok)
-        self.report.rows.append({
-            "file": str(src.path), "kind": "video", "tumors": max_tumors,
-            "slices": f"{hits[0]}-{hits[-1]}" if hits else "",
-        })
-
-
 def setup_logging() -> None:
     from detectron2.utils.logger import setup_logger
 
@@ -327,13 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16)
     output = Path(args.output)
     guard = OutputGuard(p for s in sources for p in s.paths)
-    runner = SplashRunner(predictor, output, guard, args.batch_size, args.tint)
-    runner.run(sources)
-    report = runner.report
+    sink = SplashSink(output, guard, *class_metadata(predictor.cfg),
+                      tint=RED if args.tint else None)
+    run(predictor, sources, sink, args.batch_size)
+    report = sink.report
     if report.rows:
         try:
-            write_json(output / "results.json", report.records, guard)
-            write_csv(output / "results.csv", report.rows, guard)
+            sink.write_results()
         except (OutputError, OSError) as exc:
             print(f"splash.py: error: {exc}", file=sys.stderr)
             return 1

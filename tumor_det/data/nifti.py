@@ -4,14 +4,17 @@ Inputs: BraTS-style folders (``<case>_t1ce.nii.gz`` + ``<case>_seg.nii.gz``, ``_
 before the suffix), Medical Segmentation Decathlon folders (``imagesTr/`` + ``labelsTr/`` with
 the same names; 4D images give ``channel``), or explicit ``(image, label)`` pairs.
 
-Orientation: each volume is first reoriented to RAS+ with ``nibabel.as_closest_canonical``, so
-any stored orientation gives the same slices. Slices are shown in the radiological convention:
+Volumes are read by :func:`tumor_det.io.load_nifti` and sliced by
+:func:`tumor_det.geometry.display_slices`, the rule inference uses: each volume is reoriented to
+its closest RAS+ grid (as ``nibabel.as_closest_canonical`` does), so any stored orientation gives
+the same slices, shown in the radiological convention:
 
 * axial: anterior at the top, the patient's right on the image's left (left on the right);
 * coronal: superior at the top, the patient's right on the image's left;
 * sagittal: superior at the top, anterior on the image's left.
 
-``pixel_spacing`` is ``[row_mm, col_mm]`` from the header zooms. Label values > 0 (or those in
+``slice_index`` is the canonical index along the slicing axis; ``pixel_spacing`` is
+``[row_mm, col_mm]`` from the affine's voxel sizes. Label values > 0 (or those in
 ``label_values``, e.g. BraTS 1/2/4) are tumor; each 8-connected component is one instance.
 """
 
@@ -24,23 +27,16 @@ from pathlib import Path
 
 from tumor_det.data.records import DatasetError, Instance, Issues, Sample
 from tumor_det.data.validation import components
+from tumor_det.geometry import PLANES, display_slices
+from tumor_det.io.base import InputError, file_stem
+from tumor_det.io.nifti import load_nifti
 
-import nibabel as nib
 import numpy as np
 
-AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+AXES = PLANES  # the --axis choices
 #: image suffixes tried for BraTS-style cases, in order, when no modality is given.
 MODALITIES = ("t1ce", "t1c", "t1gd", "flair", "t2f", "t2", "t2w", "t1", "t1n")
 _SEG = re.compile(r"^(?P<case>.+?)[_-]seg$", re.IGNORECASE)
-
-
-def volume_stem(path: Path) -> str:
-    """``case_t1ce.nii.gz`` -> ``case_t1ce``."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -57,7 +53,7 @@ def find_volume_pairs(root: Path, modality: str | None = None,
     if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
         pairs = []
         for image in _nifti_files(root / "imagesTr"):
-            stem = volume_stem(image)
+            stem = file_stem(image)
             case = re.sub(r"_\d{4}$", "", stem)  # nnU-Net channel suffix
             label = next((root / "labelsTr" / f"{s}{image.name[len(stem):]}"
                           for s in (stem, case)
@@ -67,37 +63,16 @@ def find_volume_pairs(root: Path, modality: str | None = None,
         return pairs
     pairs = []
     order = (modality,) if modality else MODALITIES
-    for label in sorted(p for p in root.rglob("*.nii*") if _SEG.match(volume_stem(p))):
-        case = _SEG.match(volume_stem(label)).group("case")
-        candidates = {volume_stem(p)[len(case) + 1:].lower(): p
+    for label in sorted(p for p in root.rglob("*.nii*") if _SEG.match(file_stem(p))):
+        case = _SEG.match(file_stem(label)).group("case")
+        candidates = {file_stem(p)[len(case) + 1:].lower(): p
                       for p in _nifti_files(label.parent)
-                      if volume_stem(p).startswith(case) and p != label}
+                      if file_stem(p).startswith(case) and p != label}
         image = next((candidates[m] for m in order if m in candidates), None)
         if image is None:
             image = label.parent / f"{case}_{order[0]}.nii.gz"
         pairs.append((case, image, label))
     return pairs
-
-
-def to_radiological(plane: np.ndarray) -> np.ndarray:
-    """A RAS+ plane ``(first, second)`` -> image rows/columns (see module docstring)."""
-    return plane[::-1, ::-1].T
-
-
-def _spacing(zooms: Sequence[float], axis: int) -> list[float]:
-    first, second = [z for index, z in enumerate(zooms[:3]) if index != axis]
-    return [float(second), float(first)]  # rows run along the second in-plane axis
-
-
-def load_canonical(path: Path, channel: int = 0) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """The RAS+ voxel array (3D), affine and zooms of a NIfTI file."""
-    image = nib.as_closest_canonical(nib.load(str(path)))
-    data = np.asanyarray(image.dataobj)
-    if data.ndim == 4:
-        data = data[..., channel]
-    if data.ndim != 3:
-        raise ValueError(f"expected a 3D volume, got shape {data.shape}")
-    return data, image.affine, tuple(image.header.get_zooms()[:3])
 
 
 def read_volume(name: str, image_path: Path, label_path: Path, issues: Issues, *,
@@ -106,24 +81,26 @@ def read_volume(name: str, image_path: Path, label_path: Path, issues: Issues, *
                 negative_ratio: float | None = None, seed: int = 0) -> Iterator[Sample]:
     """The slices of one volume along ``axis``; tumor-free ones only with ``keep_negatives``."""
     item = f"{name} ({Path(image_path).name})"
+    for path in (image_path, label_path):
+        if not Path(path).is_file():
+            issues.skip(item, f"volume file not found: {path}")
+            return
     try:
-        image, affine, zooms = load_canonical(image_path, channel)
-        labels, label_affine, _ = load_canonical(label_path)
-    except FileNotFoundError as exc:
-        issues.skip(item, f"volume file not found: {exc.filename or exc}")
+        image_volume = load_nifti(image_path, channel)
+        label_volume = load_nifti(label_path)
+    except InputError as exc:
+        issues.skip(item, str(exc))
         return
-    except (OSError, ValueError, nib.filebasedimages.ImageFileError, EOFError) as exc:
-        issues.skip(item, f"unreadable NIfTI: {exc}")
-        return
+    image, spacing = display_slices(image_volume, axis)
+    labels, _ = display_slices(label_volume, axis)
     if image.shape != labels.shape:
         issues.skip(item, f"image {image.shape} and label {labels.shape} shapes differ")
         return
-    if not np.allclose(affine, label_affine, atol=1e-3):
+    if not np.allclose(image_volume.affine, label_volume.affine, atol=1e-3):
         issues.warn(item, "image and label affines differ; slicing them voxel for voxel")
     labels = np.rint(np.asarray(labels)).astype(np.int64)
     tumor = np.isin(labels, list(label_values)) if label_values else labels > 0
-    index_axis = AXES[axis]
-    positive = tumor.any(axis=tuple(i for i in range(3) if i != index_axis))
+    positive = tumor.any(axis=(1, 2))
     chosen = list(np.flatnonzero(positive))
     negatives = np.flatnonzero(~positive)
     if keep_negatives:
@@ -133,16 +110,14 @@ def read_volume(name: str, image_path: Path, label_path: Path, issues: Issues, *
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         chosen += list(rng.choice(negatives, size=count, replace=False)) if count else []
     issues.dropped_negatives += len(negatives) - (len(chosen) - int(positive.sum()))
-    spacing = _spacing(zooms, index_axis)
     for index in sorted(int(i) for i in chosen):
-        plane = np.ascontiguousarray(to_radiological(np.take(image, index, axis=index_axis)))
-        mask = to_radiological(np.take(tumor, index, axis=index_axis))
+        plane = np.ascontiguousarray(image[index])
         yield Sample(
             source=f"{name} {axis} slice {index}", file_name=f"{name}_{axis}_{index:03d}.png",
             patient_id=name, width=plane.shape[1], height=plane.shape[0],
-            instances=[Instance(mask=c) for c in components(mask)],
+            instances=[Instance(mask=c) for c in components(tumor[index])],
             pixels=lambda plane=plane: plane,
-            extra={"slice_index": index, "pixel_spacing": spacing},
+            extra={"slice_index": index, "pixel_spacing": list(spacing)},
             empty_reason="no tumor in this slice",
         )
 
@@ -152,7 +127,7 @@ def read_nifti(root: Path | None, issues: Issues, *, pairs: Sequence[Sequence[Pa
     """Slices of every volume pair found under ``root`` and of the explicit ``pairs``."""
     found = find_volume_pairs(root, modality) if root is not None else []
     for image, label in pairs:
-        stem = volume_stem(image)
+        stem = file_stem(image)
         found.append((re.sub(r"([_-](" + "|".join(MODALITIES) + r")|_\d{4})$", "", stem,
                              flags=re.IGNORECASE), Path(image), Path(label)))
     if not found:
@@ -162,5 +137,5 @@ def read_nifti(root: Path | None, issues: Issues, *, pairs: Sequence[Sequence[Pa
     names = [name for name, _, _ in found]
     for name, image, label in found:
         if names.count(name) > 1:
-            name = volume_stem(image)
+            name = file_stem(image)
         yield from read_volume(name, image, label, issues, **options)

@@ -1,0 +1,79 @@
+"""NIfTI volumes: read into a :class:`Volume`, write a mask in the input's grid.
+
+The mask is written with the input's affine and header (data type uint8, no scaling), so it
+opens aligned over the scan in ITK-SNAP or 3D Slicer; a volume without a NIfTI header (a DICOM
+series) gets a NIfTI-1 header whose qform and sform are the affine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tumor_det.atomic import atomic_path
+from tumor_det.geometry import Volume
+from tumor_det.io.base import InputError, ReaderWriter
+
+import nibabel as nib
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def load_nifti(path: Path, channel: int | None = None) -> Volume:
+    """A ``.nii``/``.nii.gz`` volume; of a 4D one, volume ``channel`` (default: the first)."""
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a broken file
+        raise InputError(f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number):
+        raise InputError(f"unsupported NIfTI data type {data.dtype}")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    elif data.ndim > 3:
+        data = data.reshape(data.shape[:3] + (-1,))
+        if channel is None and data.shape[3] > 1:
+            logger.warning("%s: %dD NIfTI, using its first volume", path, img.ndim)
+        if not 0 <= (channel or 0) < data.shape[3]:
+            raise InputError(f"NIfTI has {data.shape[3]} volumes, no channel {channel}")
+        data = data[..., channel or 0]
+    if data.ndim != 3 or min(data.shape) == 0:
+        raise InputError(f"unsupported NIfTI shape {data.shape}")
+    return Volume(data, np.asarray(img.affine, dtype=np.float64), img.header)
+
+
+def write_nifti_mask(seg: np.ndarray, path: Path, like: Volume) -> Path:
+    """Write a uint8 mask/label map in ``like``'s grid with its affine and header, atomically."""
+    data = seg.astype(np.uint8)
+    header = like.header
+    if isinstance(header, nib.Nifti1Header):  # also Nifti2Header
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(None, None)
+        header["cal_min"], header["cal_max"] = 0, int(data.max(initial=1))
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        img = image_class(data, like.affine, header)
+    else:
+        img = nib.Nifti1Image(data, like.affine)
+        img.set_qform(like.affine, code="scanner")
+        img.set_sform(like.affine, code="scanner")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+class NiftiIO(ReaderWriter):
+    """``.nii``/``.nii.gz`` volumes and masks."""
+
+    kind = "nifti"
+    suffixes = NIFTI_SUFFIXES
+
+    def read(self, *paths: Path) -> Volume:
+        (path,) = paths
+        return load_nifti(path)
+
+    def write_seg(self, seg: np.ndarray, path: Path, like: Volume) -> Path:
+        return write_nifti_mask(seg, path, like)
