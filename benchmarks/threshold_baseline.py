@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """How far a plain intensity threshold gets on the synthetic data (a floor for Mask R-CNN).
 
-On the default synthetic dataset's val+test patients (the same slices ``generate_synthetic_dataset``
-writes with its defaults), per-image mean Dice of the union of predicted vs. true tumor pixels
-(Dice = 1 when both are empty) for:
+On the default synthetic dataset's val+test patients (the split read from the dataset that
+``tumor_det`` registers as ``tumor_synth_*``, generated on first use), per-image mean Dice of
+the union of predicted vs. true tumor pixels (Dice = 1 when both are empty) for:
 
 * ``oracle global``: the best single threshold (``pixel > t``, t = 0..255, t = 255 predicts
   nothing) over the whole image, chosen on the evaluated images themselves;
@@ -17,9 +17,11 @@ Also saves a grid of samples with the true outlines (``--grid``).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
-from tumor_det.data.synthetic import DEFAULTS, iter_synthetic_slices, split_patients
+from tumor_det.data import SYNTHETIC_NAME, datasets_root
+from tumor_det.data.synthetic import DEFAULTS, ensure_synthetic_dataset, iter_synthetic_slices
 
 import cv2
 import numpy as np
@@ -53,12 +55,14 @@ def main() -> None:
     parser.add_argument("--grid", default="/tmp/synth_grid.png", help="sample grid PNG ('' = off)")
     args = parser.parse_args()
 
+    # the patient-level split is the dataset writer's: read it from the written dataset
+    folder = ensure_synthetic_dataset(datasets_root() / SYNTHETIC_NAME)
+    held_out = {image["patient_id"] for split in ("val", "test") for image in json.loads(
+        (folder / "annotations" / f"{split}.json").read_text())["images"]}
     start = time.perf_counter()
     n, k = DEFAULTS["num_patients"], DEFAULTS["slices_per_patient"]
-    split = split_patients([f"synth{p:03d}" for p in range(n)], DEFAULTS["seed"],
-                           DEFAULTS["splits"])
     items = [s for s in iter_synthetic_slices(n, k, DEFAULTS["size"], DEFAULTS["seed"])
-             if split[s.patient_id] in ("val", "test")]
+             if s.patient_id in held_out]
     elapsed = time.perf_counter() - start
     images = [s.image for s in items]
     gts = [np.logical_or.reduce([np.zeros_like(s.brain), *s.masks]) for s in items]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.data.nifti import to_radiological
 from tumor_det.data.prepare import PrepareOptions, prepare
+from tumor_det.geometry import to_radiological
 from tumor_det.intensity import to_uint8
 
 import h5py

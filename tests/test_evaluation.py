@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 
 import tumor_det  # noqa: F401
-from tumor_det.evaluation import TumorEvaluator, aggregate, lesion_matches, region_metrics
+from tumor_det.evaluation import (
+    TumorEvaluator,
+    aggregate,
+    lesion_iou,
+    lesion_matches,
+    region_metrics,
+)
 
 import numpy as np
 import pytest
@@ -54,6 +60,92 @@ def test_lesion_matching_counts_found_and_false_positives():
     assert lesion_matches([near_a], [a], 0.5) == (0, 1)
     assert lesion_matches([], [a, b], 0.1) == (0, 0)
     assert lesion_matches([a], [], 0.1) == (0, 1)
+
+
+# Regression cases for the switch to library metrics (MONAI for Dice/IoU/HD95, pycocotools for
+# the lesion IoU): the expected numbers are what the previous, hand-written implementation gave.
+SIZE = 64
+
+
+def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def random_blob(seed: int) -> np.ndarray:
+    """Union of 3 random ellipses near the image centre (integer parameters from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((SIZE, SIZE), bool)
+    for cy, cx, ry, rx in rng.integers([20, 20, 3, 3], [44, 44, 12, 12], size=(3, 4)):
+        mask |= ellipse(cy, cx, ry, rx)
+    return mask
+
+
+def touching() -> tuple[np.ndarray, np.ndarray]:
+    """Two 10x10 lesions side by side, sharing an edge."""
+    a, b = square(SIZE, 20, 10, 10), square(SIZE, 20, 20, 10)
+    return a, b
+
+
+def test_blobs_are_the_recorded_ones():
+    # (pixels of the masks the numbers below were recorded on)
+    assert [int(random_blob(s).sum()) for s in range(1, 7)] == [591, 324, 399, 318, 277, 355]
+
+
+EMPTY = np.zeros((SIZE, SIZE), bool)
+MM = (0.5, 0.8)
+# today's implementation gave: (pred, gt) -> dice, iou, hd95 in px, hd95 with MM spacing
+REGION_CASES = {
+    "blobs 1/2": (lambda: (random_blob(1), random_blob(2)),
+                  0.5464481115341187, 0.37593984603881836, 14.401328086853027, 10.602357864379883),
+    "blobs 3/4": (lambda: (random_blob(3), random_blob(4)),
+                  0.23152022063732147, 0.1309148222208023, 17.49135971069336, 9.889634132385254),
+    "blobs 5/6": (lambda: (random_blob(5), random_blob(6)),
+                  0.4810126721858978, 0.3166666626930237, 7.0, 4.701640605926514),
+    "empty pred": (lambda: (EMPTY, random_blob(2)), 0.0, 0.0, math.nan, math.nan),
+    "empty gt": (lambda: (random_blob(1), EMPTY), 0.0, 0.0, math.nan, math.nan),
+    "both empty": (lambda: (EMPTY, EMPTY), 1.0, 1.0, math.nan, math.nan),
+    "touching, merged and shifted": (
+        lambda: (touching()[0] | touching()[1], np.roll(touching()[0] | touching()[1], 1, 1)),
+        0.949999988079071, 0.9047619104385376, 1.0, 0.800000011920929),
+}
+
+
+@pytest.mark.parametrize("case", REGION_CASES)
+def test_region_metrics_match_the_previous_implementation(case):
+    make, dice, iou, hd_px, hd_mm = REGION_CASES[case]
+    pred, gt = make()
+    for spacing, hd95 in ((None, hd_px), (MM, hd_mm)):
+        m = region_metrics(pred, gt, spacing)
+        assert m["dice"] == pytest.approx(dice, abs=1e-6)
+        assert m["iou"] == pytest.approx(iou, abs=1e-6)
+        assert m["hd95"] == pytest.approx(hd95, abs=1e-6, nan_ok=True)
+
+
+def test_lesion_iou_and_matches_match_the_previous_implementation():
+    far = square(SIZE, 0, 56, 6)
+    preds = [random_blob(1), random_blob(3), random_blob(5), far]
+    gts = [random_blob(2), random_blob(4), random_blob(6)]
+    # today's implementation gave
+    np.testing.assert_allclose(lesion_iou(preds, gts), [
+        [0.37593984603881836, 0.17898832261562347, 0.25965380668640137],
+        [0.30741411447525024, 0.1309148222208023, 0.19872814416885376],
+        [0.33259424567222595, 0.2850971817970276, 0.3166666626930237],
+        [0.0, 0.0, 0.0]], rtol=0, atol=1e-6)
+    expected = {0.1: (3, 1), 0.2: (3, 1), 0.3: (2, 1), 0.4: (0, 4), 0.5: (0, 4)}
+    assert {t: lesion_matches(preds, gts, t) for t in expected} == expected
+
+    a, b = touching()
+    np.testing.assert_allclose(lesion_iou([a | b, EMPTY], [a, b]), [[0.5, 0.5], [0.0, 0.0]],
+                               rtol=0, atol=1e-6)
+    assert lesion_matches([a | b], [a, b], 0.5) == (2, 0)
+    assert lesion_matches([a | b, EMPTY], [a, b], 0.5) == (2, 1)
+    assert lesion_matches([a | b], [a, b], 0.51) == (0, 1)
+    assert lesion_matches([a | b, EMPTY], [a, b], 0.51) == (0, 2)
+    assert lesion_matches([EMPTY], [a], 0.0) == (1, 0)
+    assert lesion_matches([EMPTY], [EMPTY], 0.0) == (1, 0)
+    assert lesion_matches([a], [a], 1.0) == (1, 0)
+    assert lesion_iou([], [a]).shape == (0, 1) and lesion_iou([a], []).shape == (1, 0)
 
 
 def test_aggregate_sensitivity_specificity_fp():

@@ -52,7 +52,7 @@ def bright_instances(images: list[np.ndarray], score: float = 0.9) -> list[Insta
 @pytest.fixture(scope="module")
 def predictor() -> TumorPredictor:
     torch.manual_seed(0)
-    return TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.5)
+    return TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.5, allow_untrained=True)
 
 
 @pytest.fixture
@@ -188,3 +188,10 @@ def test_dicom_series_affine_and_slice_order(tmp_path):
     pixels = pydicom.dcmread(files[0]).pixel_array
     np.testing.assert_array_equal(volume.data[:, :, 0], pixels.T)
     assert volume.voxel_volume_mm3 == pytest.approx(0.3125 * 0.3125 * 2.5)
+
+
+def test_predictor_refuses_an_untrained_model():
+    from tumor_det.predictor import UntrainedModelError
+
+    with pytest.raises(UntrainedModelError, match="no model weights.*allow-untrained"):
+        TumorPredictor(get_tumor_cfg(None, FAST))

@@ -32,7 +32,7 @@ ORIENTATIONS = {"ras": ("R", "A", "S"), "lps": ("L", "P", "S"), "pil": ("P", "I"
 @pytest.fixture(scope="module")
 def predictor() -> TumorPredictor:
     torch.manual_seed(0)
-    return TumorPredictor(get_tumor_cfg(None, FAST))
+    return TumorPredictor(get_tumor_cfg(None, FAST), allow_untrained=True)
 
 
 @pytest.fixture

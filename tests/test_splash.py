@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from tumor_det.inputs import InputError, UsageError, expand_inputs, read_dicom, read_image
+from tumor_det.io import InputError, UsageError, expand_inputs, read_dicom, read_image
 from tumor_det.outputs import OutputError, OutputGuard, rle, write_csv, write_image, write_json
-from tumor_det.splash import color_splash, draw_overlay, video_frame
+from tumor_det.splash import color_splash, draw_overlay, upscale, video_frame
 
 import cv2
 import numpy as np
@@ -58,6 +58,34 @@ def test_overlay_upscales_small_images_and_draws_outlines():
     assert out.shape == (256, 256, 3)
     assert out.any()
     assert draw_overlay(image, mask[:0], [], [], ["tumor"]).max() == 0
+
+
+def test_overlay_is_detectron2_visualizer_drawing_over_the_untouched_image():
+    image = np.full((64, 64, 3), 100, np.uint8)
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 8:20, 8:20] = True                                                # top left
+    masks[1] = cv2.circle(np.zeros((64, 64), np.uint8), (43, 46), 7, 1, -1) > 0  # bottom right
+    out = draw_overlay(image, masks, [0.87, 0.5], [0, 0], ["tumor"])
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8  # 4x: at least 256 px
+    changed = np.any(out != upscale(image, 4), axis=2)
+    for mask, bgr in zip(masks, [(0, 0, 255), (0, 255, 255)], strict=True):  # red, yellow
+        ys, xs = np.nonzero(mask)
+        assert changed[4 * ys + 2, 4 * xs + 2].all()  # inside, and on the outline (pixel centres)
+        mean = out[4 * ys + 2, 4 * xs + 2].mean(axis=0)
+        assert ((mean > 100) == (np.array(bgr) > 0)).all()  # grey 100 blended with the colour
+    # far from the masks and their labels: the image as it was (ColorMode.IMAGE, not dimmed)
+    assert not changed[:96, 160:].any() and not changed[208:, :100].any()
+
+
+def test_overlay_sizes():
+    image = np.zeros((48, 70, 3), np.uint8)
+    masks = np.zeros((1, 48, 70), bool)
+    masks[0, 10:20, 10:30] = True
+    assert draw_overlay(image, masks, [0.5], [3], ["tumor"]).shape == (288, 420, 3)  # 6x
+    big = np.zeros((300, 260, 3), np.uint8)
+    assert draw_overlay(big, np.ones((1, 300, 260), bool), [1.0], [0], ["t"]).shape == big.shape
+    np.testing.assert_array_equal(draw_overlay(image, masks[:0], [], [], ["tumor"]),
+                                  upscale(image, 6))
 
 
 def test_video_frame_is_even_sized():

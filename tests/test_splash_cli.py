@@ -28,7 +28,8 @@ FAST = ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST",
 
 def splash(*args: str, opts: list[str] = FAST) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "tools/splash.py", *args, *opts], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "tools/splash.py", "--allow-untrained", *args, *opts],
+                          cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -185,3 +186,19 @@ def test_video(tmp_path):
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     video.release()
     assert rows(out)["clip.mp4"]["kind"] == "video"
+
+
+def test_untrained_model_is_refused_unless_allowed(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    image = str(grey16(tmp_path / "a.png"))
+    refused = subprocess.run([sys.executable, "tools/splash.py", "--input", image, "--output",
+                              str(tmp_path / "out"), *FAST], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("splash.py: error: no model weights")
+    assert "--weights" in lines[0] and "--allow-untrained" in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing was predicted or written
+    allowed = splash("--input", image, "--output", str(tmp_path / "out"))
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "out" / "results.csv").is_file()

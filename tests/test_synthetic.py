@@ -12,12 +12,17 @@ from tumor_det.data.synthetic import (
     ensure_synthetic_dataset,
     generate_synthetic_dataset,
     iter_synthetic_slices,
+    read_synthetic,
     synthetic_slice,
     synthetic_volume,
 )
+from tumor_det.data.validation import mask_to_polygons
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
+from detectron2.structures import polygons_to_bitmask
+from PIL import Image
 from pycocotools.coco import COCO
 
 SMALL = {"num_patients": 8, "slices_per_patient": 3, "size": 128}
@@ -60,7 +65,7 @@ def test_polygons_decode_to_masks(small):
     checked = 0
     for split in ("train", "val", "test"):
         coco = COCO(str(small / "annotations" / f"{split}.json"))
-        assert coco.loadCats(coco.getCatIds()) == [{"id": 1, "name": "tumor"}]
+        assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [(1, "tumor")]
         for image in coco.loadImgs(coco.getImgIds()):
             assert image["pixel_spacing"] == [1.0, 1.0] and image["width"] == 128
             assert (small / "images" / image["file_name"]).is_file()
@@ -71,11 +76,49 @@ def test_polygons_decode_to_masks(small):
                 decoded = coco.annToMask(ann).astype(bool)
                 iou = (decoded & mask).sum() / (decoded | mask).sum()
                 assert iou > 0.95, (image["file_name"], iou)
+                assert np.array_equal(decoded, mask), image["file_name"]  # pixel for pixel
                 assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
                 ys, xs = np.nonzero(mask)
                 assert ann["bbox"] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
                 checked += 1
     assert checked > 5
+
+
+def test_read_synthetic_yields_writer_samples():
+    """The generator hands the writer the same Sample objects as the format readers."""
+    samples = list(read_synthetic(num_patients=2, slices_per_patient=2, size=64, seed=0))
+    slices = list(iter_synthetic_slices(2, 2, 64, 0))
+    assert [s.file_name for s in samples] == ["synth000_0.png", "synth000_1.png",
+                                              "synth001_0.png", "synth001_1.png"]
+    for sample, item in zip(samples, slices, strict=True):
+        assert (sample.patient_id, sample.width, sample.height) == (item.patient_id, 64, 64)
+        assert sample.extra == {"pixel_spacing": [1.0, 1.0], "slice_index": item.index}
+        assert np.array_equal(sample.pixels(), item.image)
+        assert len(sample.instances) == len(item.masks)
+        assert all(np.array_equal(i.mask, m) for i, m in zip(sample.instances, item.masks,
+                                                                strict=True))
+
+
+def test_polygon_rule_round_trips_synthetic_lesions():
+    """validation.mask_to_polygons outlines decode to the lesion masks, pixel for pixel, with
+    pycocotools (what the COCO evaluator uses) and Detectron2 (what training uses)."""
+    checked = 0
+    for item in iter_synthetic_slices(num_patients=6, slices_per_patient=3, size=128, seed=5):
+        for mask in item.masks:
+            polygons, holes = mask_to_polygons(mask)
+            assert holes == 0 and all(len(p) >= 6 for p in polygons)
+            rle = mask_util.merge(mask_util.frPyObjects(polygons, 128, 128))
+            assert np.array_equal(mask_util.decode(rle).astype(bool), mask)
+            d2 = polygons_to_bitmask([np.asarray(p) for p in polygons], 128, 128)
+            assert np.array_equal(d2, mask)
+            checked += 1
+    assert checked >= 8
+
+
+def test_written_images_are_the_generated_pixels(small):
+    for item in iter_synthetic_slices(**SMALL):
+        path = small / "images" / f"{item.patient_id}_{item.index}.png"
+        assert np.array_equal(np.asarray(Image.open(path)), item.image)
 
 
 def test_tumor_free_slices_have_no_annotations(default_root):
@@ -139,6 +182,37 @@ def test_synthetic_slice_tumor_count():
     assert image.shape == (128, 128) and len(masks) == 2
     assert all(m.dtype == bool and m.shape == (128, 128) and m.any() for m in masks)
     assert not (masks[0] & masks[1]).any()
+
+
+def test_train_json_is_written_last(tmp_path, monkeypatch):
+    """Its presence means "complete" to ensure_synthetic_dataset's callers."""
+    from tumor_det.data import prepare
+
+    written = []
+    real = prepare.write_json
+    monkeypatch.setattr(prepare, "write_json",
+                        lambda path, obj: (written.append(Path(path).name), real(path, obj)))
+    summary = generate_synthetic_dataset(tmp_path / "d", num_patients=3, slices_per_patient=2,
+                                         size=64)
+    assert written == ["test.json", "val.json", "train.json"]
+    assert [s["patients"] for s in summary.values()] == [1, 1, 1]
+    assert sum(s["images"] for s in summary.values()) == 6  # tumor-free slices kept
+
+
+def test_a_failed_image_write_is_an_error(tmp_path, monkeypatch):
+    from tumor_det.data import prepare
+
+    real = prepare.write_image
+
+    def disk_full_at_second(sample, dest):
+        if sample.file_name == "synth000_1.png":
+            raise OSError(28, "No space left on device")
+        real(sample, dest)
+
+    monkeypatch.setattr(prepare, "write_image", disk_full_at_second)
+    with pytest.raises(OSError, match="synth000_1.png: cannot write the image"):
+        generate_synthetic_dataset(tmp_path / "d", num_patients=1, slices_per_patient=2,
+                                   size=64, splits=(1, 0, 0))
 
 
 def test_ensure_is_safe_when_racing(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ Example::
 
     python tools/prepare_dataset.py --format via --input ../shared/datasets/brain_tumor_mri/train \\
         --output datasets/brain_tumor --split 0.6,0.2,0.2 --seed 0
+
+An unusable input exits with status 2 and one ``prepare_dataset.py: error: ...`` line on stderr.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from tumor_det.data.prepare import FORMATS, PrepareOptions, prepare
 from tumor_det.data.records import DatasetError
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=Path(__file__).name,
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--input", type=Path,
                         help="folder or file to read (VIA folder/JSON, COCO JSON, mask-pair "
@@ -55,20 +58,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pair", nargs=2, type=Path, action="append", default=[],
                         metavar=("IMAGE", "LABEL"), help="an explicit NIfTI volume pair")
     parser.add_argument("--quiet", action="store_true", help="no per-item warnings on stderr")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     options = PrepareOptions(**{k: v for k, v in vars(args).items()
                                 if k not in ("quiet", "pair")}, pairs=args.pair)
     try:
         result = prepare(options)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (DatasetError, OSError) as exc:  # unusable input; output folder not writable
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(result.summary())
     return 0
 

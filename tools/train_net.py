@@ -9,25 +9,23 @@
 
 ``--weights coco|imagenet|last|PATH`` is the old ``tumor.py`` shortcut for ``MODEL.WEIGHTS``.
 Without GPUs, ``--num-gpus N`` starts N CPU processes (gloo). Under torchrun, the process group
-comes from the environment.
+comes from the environment. A bad command line (config file or key, weights, dataset) exits
+with status 2 and one ``train_net.py: error: ...`` line on stderr.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import tumor_det  # noqa: F401
-from tumor_det.distributed import launch
-from tumor_det.engine import TumorTrainer, setup
+from tumor_det.distributed import launch, resolve_backend
+from tumor_det.engine import USAGE_ERRORS, TumorTrainer, check_args, setup
 
 from detectron2.engine import default_argument_parser
 
 
 def main(args):
-    try:
-        cfg = setup(args)
-    except (FileNotFoundError, KeyError, ValueError) as exc:  # config, weights or dataset
-        sys.exit(f"train_net.py: error: {exc}")
+    cfg = setup(args)
     if args.eval_only:
         model = TumorTrainer.build_model(cfg)
         from tumor_det.checkpoint import TumorCheckpointer
@@ -40,18 +38,27 @@ def main(args):
     return trainer.train()
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = default_argument_parser()
     parser.add_argument("--weights", default=None,
                         help="coco | imagenet | last | PATH: shortcut for MODEL.WEIGHTS "
                              "('last' continues the last run in OUTPUT_DIR)")
     parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
                         help="process-group backend (auto: NCCL with CUDA, else gloo)")
-    return parser.parse_args(argv)
+    return parser
 
 
 if __name__ == "__main__":
-    args = parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
     print("Command Line Args:", args)
+    try:
+        check_args(args)  # here, so that a bad command line stops before any worker starts
+    except USAGE_ERRORS as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    try:
+        backend = resolve_backend(args.dist_backend)
+    except RuntimeError as exc:  # --dist-backend nccl without CUDA
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), backend=args.dist_backend)
+           dist_url=args.dist_url, args=(args,), backend=backend)

@@ -7,11 +7,11 @@ import os
 
 import tumor_det  # noqa: F401
 from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import get_tumor_cfg, resolve_device
+from tumor_det.config import ConfigError, get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
 from tumor_det.distributed import patch_create_ddp_model
 from tumor_det.evaluation import TumorEvaluator
-from tumor_det.weights import resolve_weights
+from tumor_det.weights import WeightsNotFoundError, resolve_weights
 
 import torch
 from detectron2.data import (
@@ -47,6 +47,44 @@ def build_train_augmentation(cfg) -> list[T.Augmentation]:
     return augs
 
 
+class DatasetNotRegisteredError(ConfigError):
+    """``DATASETS.TRAIN``/``TEST`` names a dataset that is not registered."""
+
+
+#: What :func:`check_args` (and so :func:`setup`) raises for a bad command line: a config, a
+#: dataset or weights that cannot be used. Each has a one-line message for the user.
+USAGE_ERRORS = (ConfigError, WeightsNotFoundError)
+
+
+def check_datasets(cfg) -> None:
+    """Raise :class:`DatasetNotRegisteredError` when ``DATASETS.TRAIN``/``TEST`` names a
+    dataset that is not registered."""
+    known = DatasetCatalog.list()
+    missing = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in known]
+    if missing:
+        root = cfg.TUMOR.DATASETS_ROOT or None
+        raise DatasetNotRegisteredError(
+            f"dataset {missing[0]!r} (in DATASETS.TRAIN/TEST) is not registered. Prepare it with "
+            f"tools/prepare_dataset.py --output {datasets_root(root)}/<name> so that "
+            f"<name>_<split> exists; prepared now: {', '.join(register_all(root))}")
+
+
+def with_resolved_weights(cfg):
+    """``cfg``, or a copy with ``MODEL.WEIGHTS`` resolved (alias or URL to a local file).
+
+    Raises :class:`~tumor_det.weights.WeightsNotFoundError` before any model is built.
+    """
+    weights = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
+    if weights == cfg.MODEL.WEIGHTS:
+        return cfg
+    resolved = cfg.clone()
+    resolved.defrost()
+    resolved.MODEL.WEIGHTS = weights
+    if cfg.is_frozen():
+        resolved.freeze()
+    return resolved
+
+
 class ValidationLoss(hooks.HookBase):
     """Every ``period`` iterations, log the training losses computed on ``DATASETS.TEST[0]``."""
 
@@ -75,6 +113,9 @@ class TumorTrainer(DefaultTrainer):
     ``model_best.pth`` kept by ``TUMOR.BEST_METRIC``."""
 
     def __init__(self, cfg) -> None:
+        # the user errors first, before the model is built
+        check_datasets(cfg)
+        cfg = with_resolved_weights(cfg)
         patch_create_ddp_model()
         super().__init__(cfg)
 
@@ -113,11 +154,16 @@ class TumorTrainer(DefaultTrainer):
         return DatasetEvaluators(evaluators)
 
 
-def setup(args):
-    """Config from ``args`` (Detectron2's argument parser + ``--weights``), registered datasets,
-    logging and the output folder (Detectron2's ``default_setup``)."""
+def check_args(args):
+    """The config of ``args`` (Detectron2's argument parser + ``--weights``), with
+    ``MODEL.WEIGHTS`` resolved and the datasets registered; raises one of ``USAGE_ERRORS``.
+
+    It registers the prepared datasets, resolves the weights
+    (:func:`~tumor_det.weights.resolve_weights`) and sets ``args.resume`` for ``--weights last``;
+    a launcher calls it once before starting worker processes, so that a bad command line stops
+    there.
+    """
     cfg = get_tumor_cfg(args.config_file, args.opts)
-    resolve_device(cfg)
     weights = getattr(args, "weights", None)
     if weights == "last":
         # the old tumor.py's "--weights last": continue from the last checkpoint of this run
@@ -126,14 +172,16 @@ def setup(args):
     elif weights:
         cfg.MODEL.WEIGHTS = weights
     cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
-    root = cfg.TUMOR.DATASETS_ROOT or None
-    registered = register_all(root)
-    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
-        if name not in DatasetCatalog.list():
-            raise KeyError(
-                f"dataset {name!r} (in DATASETS.TRAIN/TEST) is not registered. Prepare it with "
-                f"tools/prepare_dataset.py --output {datasets_root(root)}/<name> so that "
-                f"<name>_<split> exists; registered now: {', '.join(registered)}")
+    register_all(cfg.TUMOR.DATASETS_ROOT or None)
+    check_datasets(cfg)
+    return cfg
+
+
+def setup(args):
+    """:func:`check_args`, then the device, logging and the output folder (Detectron2's
+    ``default_setup``); returns the frozen config."""
+    cfg = check_args(args)
+    resolve_device(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -8,8 +8,8 @@ against the union of ground-truth masks:
   pixel spacing is known (``pixel_spacing`` in the dataset record or
   ``TUMOR.EVAL.PIXEL_SPACING_MM``), else in pixels; only where both regions are non-empty;
 * lesions: a ground-truth instance is found when some prediction overlaps it with IoU ≥
-  ``TUMOR.EVAL.LESION_IOU``; a prediction that overlaps no ground-truth lesion so is a false
-  positive.
+  ``TUMOR.EVAL.LESION_IOU`` (pycocotools' mask IoU); a prediction that overlaps no ground-truth
+  lesion so is a false positive.
 
 Aggregates: ``dice``/``iou`` (mean over images with tumor), ``dice_all`` (all images; an empty
 prediction on a tumor-free image scores 1), lesion ``sensitivity``, ``fp_per_image``,
@@ -60,29 +60,35 @@ def _monai(fn, pred: np.ndarray, gt: np.ndarray, **kwargs) -> float:
 
 def region_metrics(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float] | None
                    ) -> dict[str, float]:
-    """Dice, IoU and HD95 of two bool masks (NaN where undefined, e.g. HD95 of an empty mask)."""
-    if not gt.any() and not pred.any():
-        return {"dice": 1.0, "iou": 1.0, "hd95": math.nan}
+    """Dice, IoU and HD95 of two bool masks (MONAI's; HD95 is NaN unless both are non-empty).
+
+    Two empty masks score Dice = IoU = 1 (MONAI's ``ignore_empty=False``).
+    """
     dice = _monai(compute_dice, pred, gt, include_background=True, ignore_empty=False)
     iou = _monai(compute_iou, pred, gt, include_background=True, ignore_empty=False)
     hd95 = math.nan
-    if gt.any() and pred.any():
+    if gt.any() and pred.any():  # MONAI would warn and return inf/NaN
         hd95 = _monai(compute_hausdorff_distance, pred, gt, include_background=True,
                       percentile=95, spacing=list(spacing) if spacing else None)
     return {"dice": dice, "iou": iou, "hd95": hd95}
 
 
+def _rles(masks: list[np.ndarray]) -> list[dict]:
+    return mask_util.encode(np.asfortranarray(np.stack(masks, axis=-1).astype(np.uint8)))
+
+
+def lesion_iou(pred_masks: list[np.ndarray], gt_masks: list[np.ndarray]) -> np.ndarray:
+    """IoU of each prediction (rows) with each ground-truth lesion (columns), by pycocotools
+    (0 where both masks are empty)."""
+    if not pred_masks or not gt_masks:  # pycocotools rejects empty lists
+        return np.zeros((len(pred_masks), len(gt_masks)))
+    return np.asarray(mask_util.iou(_rles(pred_masks), _rles(gt_masks), [0] * len(gt_masks)))
+
+
 def lesion_matches(pred_masks: list[np.ndarray], gt_masks: list[np.ndarray], min_iou: float
                    ) -> tuple[int, int]:
     """Return (ground-truth lesions found, false-positive predictions)."""
-    if not pred_masks or not gt_masks:
-        return 0, len(pred_masks)
-    pred = np.stack(pred_masks).reshape(len(pred_masks), -1).astype(np.float32)
-    gt = np.stack(gt_masks).reshape(len(gt_masks), -1).astype(np.float32)
-    inter = pred @ gt.T
-    union = pred.sum(1)[:, None] + gt.sum(1)[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    hit = iou >= min_iou
+    hit = lesion_iou(pred_masks, gt_masks) >= min_iou
     return int(hit.any(axis=0).sum()), int((~hit.any(axis=1)).sum())
 
 

@@ -106,17 +106,36 @@ class VolumePrediction:
         return (hits[0], hits[-1]) if hits else None
 
 
+class UntrainedModelError(ValueError):
+    """``MODEL.WEIGHTS`` is empty: a randomly initialised model would report random "tumors"."""
+
+
+def check_weights(weights: str, allow_untrained: bool = False) -> None:
+    """Raise :class:`UntrainedModelError` for empty ``weights`` unless ``allow_untrained``."""
+    if not weights and not allow_untrained:
+        raise UntrainedModelError(
+            "no model weights (MODEL.WEIGHTS is empty): an untrained model reports random "
+            "'tumors'. Train one (python tools/train_net.py --config-file "
+            "configs/quick_cpu.yaml, or make demo) and pass its checkpoint with --weights "
+            "output/quick_cpu/model_final.pth (or --weights last with the config's "
+            "OUTPUT_DIR); --allow-untrained runs a random model anyway (tests, benchmarks)")
+
+
 class TumorPredictor(DefaultPredictor):
     """Load the model once; predict single images, batches of slices and volumes.
 
     ``score_threshold`` (default ``cfg.TUMOR.EVAL.SCORE_THRESHOLD``) selects the instances kept;
-    ``fp16`` runs the model under float16 autocast (CUDA only; ignored on the CPU).
+    ``fp16`` runs the model under float16 autocast (CUDA only; ignored on the CPU). A config
+    without weights raises :class:`UntrainedModelError` unless ``allow_untrained`` (tests and
+    speed benchmarks only: a random model's "tumors" mean nothing).
     """
 
-    def __init__(self, cfg: CfgNode, score_threshold: float | None = None, fp16: bool = False):
+    def __init__(self, cfg: CfgNode, score_threshold: float | None = None, fp16: bool = False,
+                 allow_untrained: bool = False):
         cfg = cfg.clone()
         if not cfg.MODEL.MASK_ON:
             raise ValueError("TumorPredictor needs a mask model (MODEL.MASK_ON True)")
+        check_weights(cfg.MODEL.WEIGHTS, allow_untrained)
         cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
         resolve_device(cfg)
         super().__init__(cfg)  # builds the model, loads MODEL.WEIGHTS, sets self.aug

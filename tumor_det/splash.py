@@ -1,4 +1,4 @@
-"""Render predictions: the colour splash, an outline overlay and video frames.
+"""Render predictions: the colour splash, an overlay (Detectron2's Visualizer), video frames.
 
 The colour splash is the old Keras Mask R-CNN project's: the whole image in greyscale, the
 tumor region in its original colours. On grey MRI the original colours are grey too, so
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
-#: BGR outline colours, one per instance (cycled).
+#: BGR instance colours of the overlay, one per instance (cycled).
 PALETTE = ((0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0))
 RED = (0, 0, 255)
 
@@ -45,31 +46,18 @@ def upscale(image: np.ndarray, scale: int) -> np.ndarray:
 def draw_overlay(image: np.ndarray, masks: np.ndarray, scores: Sequence[float],
                  classes: Sequence[int], class_names: Sequence[str],
                  min_side: int = 256) -> np.ndarray:
-    """The image (upscaled when small) with each instance outlined and labelled "name score"."""
+    """The BGR image (upscaled when small) with each instance's mask drawn and labelled
+    "name score" by Detectron2's ``Visualizer`` (``ColorMode.IMAGE``: the rest is untouched)."""
     scale = display_scale(image.shape, min_side)
-    canvas = np.ascontiguousarray(upscale(image, scale))
-    thickness = max(1, round(min(canvas.shape[:2]) / 256))
-    font_scale = 0.4 * thickness
-    for i, (mask, score, cls) in enumerate(zip(masks, scores, classes, strict=True)):
-        colour = PALETTE[i % len(PALETTE)]
-        big = upscale(mask.astype(np.uint8), scale)
-        contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(canvas, contours, -1, colour, thickness, cv2.LINE_AA)
-        ys, xs = np.nonzero(big)
-        if len(xs) == 0:
-            continue
-        name = class_names[cls] if 0 <= cls < len(class_names) else str(cls)
-        label = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        x = int(min(xs.min(), canvas.shape[1] - tw - 1))
-        y = int(ys.min()) - 3
-        if y - th < 0:
-            y = min(int(ys.max()) + th + 3, canvas.shape[0] - base)
-        cv2.putText(canvas, label, (max(0, x), y), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(canvas, label, (max(0, x), y), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    colour, thickness, cv2.LINE_AA)
-    return canvas
+    if len(masks) == 0:
+        return upscale(image, scale)
+    labels = [f"{class_names[c] if 0 <= c < len(class_names) else c} {s:.2f}"
+              for c, s in zip(classes, scores, strict=True)]
+    colours = [np.array(PALETTE[i % len(PALETTE)][::-1]) / 255 for i in range(len(masks))]
+    visualizer = Visualizer(image[:, :, ::-1], scale=scale, instance_mode=ColorMode.IMAGE)
+    drawn = visualizer.overlay_instances(masks=np.asarray(masks, bool), labels=labels,
+                                         assigned_colors=colours)
+    return np.ascontiguousarray(drawn.get_image()[:, :, ::-1])
 
 
 def video_frame(image: np.ndarray, scale: int = 1, caption: str = "") -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
 from tumor_det.io import UsageError, expand_inputs
 from tumor_det.outputs import OutputError, OutputGuard
-from tumor_det.predictor import TumorPredictor
+from tumor_det.predictor import TumorPredictor, check_weights
 from tumor_det.splash import RED
 from tumor_det.splash_run import run
 from tumor_det.splash_sink import Report, SplashSink, class_metadata
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="W",
                    help="checkpoint file, or last (the last checkpoint in OUTPUT_DIR); sets "
                    "MODEL.WEIGHTS")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="run even without weights (a random model: for tests and speed "
+                   "benchmarks only; its 'tumors' mean nothing)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B",
                    help="images, slices or frames per forward pass (default: %(default)s)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
@@ -95,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.weights is not None:
             cfg.MODEL.WEIGHTS = args.weights
         cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
+        check_weights(cfg.MODEL.WEIGHTS, args.allow_untrained)  # before any model is built
     except (UsageError, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
         # yacs reports an unknown override key with an AssertionError, a file key with KeyError
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -108,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = t
 
     setup_logging()
-    predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16)
+    predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16,
+                               allow_untrained=args.allow_untrained)
     output = Path(args.output)
     guard = OutputGuard(p for s in sources for p in s.paths)
     sink = SplashSink(output, guard, *class_metadata(predictor.cfg),

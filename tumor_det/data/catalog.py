@@ -17,11 +17,12 @@ import json
 import os
 from pathlib import Path
 
+from tumor_det.data.splits import SPLIT_NAMES
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 SYNTHETIC_NAME = "tumor_synth"
-SPLITS = ("train", "val", "test")
 
 
 def datasets_root(root: str | os.PathLike | None = None) -> Path:
@@ -68,7 +69,7 @@ def _register_synthetic(folder: Path) -> None:
         return load_tumor_coco(folder / "annotations" / f"{split}.json", folder / "images",
                                f"{SYNTHETIC_NAME}_{split}")
 
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         name = f"{SYNTHETIC_NAME}_{split}"
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
@@ -87,7 +88,7 @@ def register_all(root: str | os.PathLike | None = None) -> list[str]:
     base = datasets_root(root)
     names = []
     _register_synthetic(base / SYNTHETIC_NAME)
-    names += [f"{SYNTHETIC_NAME}_{split}" for split in SPLITS]
+    names += [f"{SYNTHETIC_NAME}_{split}" for split in SPLIT_NAMES]
     if base.is_dir():
         for ann_dir in sorted(base.glob("*/annotations")):
             folder = ann_dir.parent

@@ -5,6 +5,13 @@ Output (what :func:`tumor_det.data.register_all` registers as ``<name>_<split>``
     <output>/images/...                  8-bit PNG (or the 8-bit JPEG/PNG sources, copied)
     <output>/annotations/<split>.json    train/val/test, fold0..foldK-1, or all
     <output>/prepare_summary.txt         the printed summary with every skipped item
+
+Readers (``via``, ``coco_io``, ``mask_pairs``, ``figshare``, ``nifti``, ``synthetic``) yield
+:class:`~tumor_det.data.records.Sample` objects; :func:`write_dataset` is the one writer
+(annotations, polygon rule, patient-level splits); :func:`prepare` reads ``options.input`` and
+calls it. From Python, with samples at hand::
+
+    write_dataset(samples, PrepareOptions("mine", None, out, split="0.7,0.15,0.15"), Issues())
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +30,13 @@ from tumor_det.data.figshare import read_cvind, read_figshare
 from tumor_det.data.mask_pairs import read_mask_pairs
 from tumor_det.data.nifti import read_nifti
 from tumor_det.data.records import TUMOR_TYPES, DatasetError, Issues, Sample
-from tumor_det.data.splits import assign_patients, fold_fractions, leaking_patients, parse_fractions
+from tumor_det.data.splits import (
+    assign_patients,
+    fold_fractions,
+    leaking_patients,
+    parse_fractions,
+    patient_folds,
+)
 from tumor_det.data.via import read_via
 
 from tabulate import tabulate
@@ -31,11 +44,16 @@ from tabulate import tabulate
 FORMATS = ("via", "coco", "masks", "figshare", "nifti")
 _SPLIT_FILE = re.compile(r"^(train|val|test|all|fold\d+)\.json$")
 MAX_SKIPS_SHOWN = 40
+NO_TUMOR = "none"  # the split stratum of tumor-free images
 
 
 @dataclass
 class PrepareOptions:
-    """What ``tools/prepare_dataset.py`` asks for (see its ``--help``)."""
+    """What ``tools/prepare_dataset.py`` asks for (see its ``--help``).
+
+    :func:`write_dataset` uses ``output``, ``classes``, ``split``/``folds``, ``seed``,
+    ``mask_format`` and ``keep_negatives``; ``format``/``input`` only name the source there.
+    """
 
     format: str
     input: Path | None
@@ -130,42 +148,121 @@ def _category(sample: Sample, instance_type: str | None, options: PrepareOptions
     return TUMOR_TYPES.index(tumor_type) + 1
 
 
-def _split_of_images(images: list[dict], options: PrepareOptions, issues: Issues,
-                     ) -> dict[int, str]:
-    if options.split and options.folds:
-        raise DatasetError("give --split or --folds, not both")
+def _cvind_folds(images: list[dict], options: PrepareOptions, issues: Issues,
+                 ) -> dict[int, str] | None:
+    """The published Figshare folds (``cvind.mat``), when they fit and keep patients apart."""
+    cvind = read_cvind(options.input)
+    indices = [image.get("figshare_index") for image in images]
+    if (cvind is None or len(set(cvind)) != options.folds
+            or not all(i is not None and 1 <= i <= len(cvind) for i in indices)):
+        return None
+    folds = {image["id"]: f"fold{cvind[image['figshare_index'] - 1] - 1}" for image in images}
+    leaks = leaking_patients([(image["patient_id"], folds[image["id"]]) for image in images])
+    if not leaks:
+        return folds
+    issues.warn("cvind.mat", f"its folds split {len(leaks)} patient(s); "
+                             "making patient-level folds instead")
+    return None
+
+
+def _split_of_images(images: list[dict], strata: dict[int, str], options: PrepareOptions,
+                     issues: Issues) -> dict[int, str]:
+    """``{image id: split}``: patient-level, each image's stratum spread over the splits."""
     if not options.split and not options.folds:
         return {image["id"]: "all" for image in images}
     if options.folds and options.format == "figshare":
-        cvind = read_cvind(options.input)
-        indices = [image.get("figshare_index") for image in images]
-        if (cvind is not None and len(set(cvind)) == options.folds
-                and all(i is not None and 1 <= i <= len(cvind) for i in indices)):
-            folds = {image["id"]: f"fold{cvind[image['figshare_index'] - 1] - 1}"
-                     for image in images}
-            leaks = leaking_patients([(image["patient_id"], folds[image["id"]])
-                                      for image in images])
-            if not leaks:
-                return folds
-            issues.warn("cvind.mat", f"its folds split {len(leaks)} patient(s); "
-                                     "making patient-level folds instead")
-    fractions = fold_fractions(options.folds) if options.folds else parse_fractions(options.split)
-    per_patient = Counter(image["patient_id"] for image in images)
-    patients = assign_patients(dict(per_patient), fractions, options.seed)
-    return {image["id"]: patients[image["patient_id"]] for image in images}
+        folds = _cvind_folds(images, options, issues)
+        if folds is not None:
+            return folds
+    patients = [image["patient_id"] for image in images]
+    if options.folds:
+        of_patient = patient_folds(patients, [strata[image["id"]] for image in images],
+                                   options.folds, options.seed)
+    else:
+        per_patient: dict[str, Counter] = {}
+        for image in images:
+            per_patient.setdefault(image["patient_id"], Counter())[strata[image["id"]]] += 1
+        of_patient = assign_patients(
+            {p: sum(c.values()) for p, c in per_patient.items()},
+            parse_fractions(options.split), options.seed,
+            strata={p: _patient_stratum(c) for p, c in per_patient.items()})
+    return {image["id"]: of_patient[image["patient_id"]] for image in images}
+
+
+def _patient_stratum(image_strata: Counter) -> str:
+    """A patient's most common tumor stratum; ``none`` only when all its images are tumor-free."""
+    tumors = Counter({k: n for k, n in image_strata.items() if k != NO_TUMOR})
+    return tumors.most_common(1)[0][0] if tumors else NO_TUMOR
+
+
+def check_options(options: PrepareOptions) -> None:
+    """Raise ``DatasetError`` for contradictory or malformed options, before any work."""
+    if options.negative_ratio is not None and options.negative_ratio < 0:
+        raise DatasetError("--negative-ratio must be >= 0")
+    if options.split and options.folds:
+        raise DatasetError("give --split or --folds, not both")
+    if options.folds is not None:
+        fold_fractions(options.folds)
+    elif options.split:
+        parse_fractions(options.split)
 
 
 def prepare(options: PrepareOptions) -> PrepareResult:
-    """Read, validate, write images and per-split COCO files; raise ``DatasetError`` if unusable."""
-    if options.negative_ratio is not None and options.negative_ratio < 0:
-        raise DatasetError("--negative-ratio must be >= 0")
-    if options.folds is None and options.split:
-        parse_fractions(options.split)  # fail before any work
+    """Read ``options.input``, :func:`write_dataset` it and write ``prepare_summary.txt``."""
+    check_options(options)
     issues = Issues()
+    samples = read_samples(options, issues)
+    info = {"description": f"tumor-det prepare_dataset --format {options.format} "
+                           f"--input {options.input}",
+            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = write_dataset(samples, options, issues, info)
+    write_text(result.output / "prepare_summary.txt", result.summary(max_skips=None) + "\n")
+    return result
+
+
+def write_dataset(samples: Iterable[Sample], options: PrepareOptions,
+                  issues: Issues | None = None, info: dict | None = None) -> PrepareResult:
+    """Validate ``samples`` (from any reader), write their images and one COCO file per split.
+
+    The one writer behind ``prepare`` and the synthetic dataset. Uses ``options``' output,
+    classes, split/folds, seed, mask format and keep_negatives; ``info`` is the COCO ``info``.
+    Split files are written last to first, so ``train.json`` (or ``fold0.json``/``all.json``)
+    appears last. Raises ``DatasetError`` when nothing is usable.
+    """
+    check_options(options)
+    issues = issues if issues is not None else Issues()
     class_names = list(TUMOR_TYPES) if options.classes == "type" else ["tumor"]
     out = Path(options.output)
-    images, annotations, written = [], [], {}
-    for sample in read_samples(options, issues):
+    images, annotations, strata = _write_images(samples, options, issues, class_names)
+    if not images:
+        where = options.input or ("the --pair volumes" if options.pairs
+                                  else f"the {options.format} samples")
+        first = f" (first: {issues.skipped[0][0]}: {issues.skipped[0][1]})" if issues.skipped \
+            else ""
+        raise DatasetError(f"nothing usable in {where}: "
+                           f"{len(issues.skipped)} item(s) skipped{first}")
+    split_of = _split_of_images(images, strata, options, issues)
+    categories = [{"id": k + 1, "name": name, "supercategory": "tumor"}
+                  for k, name in enumerate(class_names)]
+    splits = {}
+    for name in sorted(set(split_of.values()), key=_split_order):
+        ids = {i for i, s in split_of.items() if s == name}
+        splits[name] = {"info": info or {}, "licenses": [], "categories": categories,
+                        "images": [i for i in images if i["id"] in ids],
+                        "annotations": [a for a in annotations if a["image_id"] in ids]}
+    _write_splits(out / "annotations", splits)
+    return PrepareResult(out, splits, issues, class_names)
+
+
+def _write_images(samples: Iterable[Sample], options: PrepareOptions, issues: Issues,
+                  class_names: list[str]) -> tuple[list[dict], list[dict], dict[int, str]]:
+    """Annotate and write each sample's image: COCO images, annotations, ``{id: stratum}``.
+
+    An image's stratum (what the splits spread evenly) is its class (the tumor type with
+    ``--classes type``), or ``NO_TUMOR`` for a tumor-free image.
+    """
+    images, annotations, strata, written = [], [], {}, {}
+    for sample in samples:
         if sample.file_name in written:
             issues.skip(sample.source, f"duplicate file name {sample.file_name} "
                                        f"(already taken by {written[sample.file_name]})")
@@ -182,7 +279,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
             issues.skip(sample.source, sample.empty_reason)
             continue
         try:
-            write_image(sample, out / "images" / sample.file_name)
+            write_image(sample, Path(options.output) / "images" / sample.file_name)
         except (OSError, ValueError, TypeError) as exc:
             issues.skip(sample.source, f"cannot write the image: {exc}")
             continue
@@ -193,34 +290,19 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         if sample.tumor_type:
             entry["tumor_type"] = sample.tumor_type
         images.append(entry)
+        strata[image_id] = class_names[anns[0]["category_id"] - 1] if anns else NO_TUMOR
         for ann in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
-    if not images:
-        first = f" (first: {issues.skipped[0][0]}: {issues.skipped[0][1]})" if issues.skipped \
-            else ""
-        raise DatasetError(f"nothing usable in {options.input or 'the --pair volumes'}: "
-                           f"{len(issues.skipped)} item(s) skipped{first}")
-    split_of = _split_of_images(images, options, issues)
-    categories = [{"id": k + 1, "name": name, "supercategory": "tumor"}
-                  for k, name in enumerate(class_names)]
-    info = {"description": f"tumor-det prepare_dataset --format {options.format} "
-                           f"--input {options.input}",
-            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    splits = {}
-    for name in sorted(set(split_of.values()), key=_split_order):
-        ids = {i for i, s in split_of.items() if s == name}
-        splits[name] = {"info": info, "licenses": [], "categories": categories,
-                        "images": [i for i in images if i["id"] in ids],
-                        "annotations": [a for a in annotations if a["image_id"] in ids]}
-    ann_dir = out / "annotations"
-    for name, coco in splits.items():
-        write_json(ann_dir / f"{name}.json", coco)
+    return images, annotations, strata
+
+
+def _write_splits(ann_dir: Path, splits: dict[str, dict]) -> None:
+    """One JSON per split, last split first; stale split files of an earlier run removed."""
+    for name in reversed(list(splits)):
+        write_json(ann_dir / f"{name}.json", splits[name])
     for stale in ann_dir.glob("*.json"):
         if _SPLIT_FILE.match(stale.name) and stale.stem not in splits:
             os.remove(stale)  # from an earlier run with other splits: it would be registered
-    result = PrepareResult(out, splits, issues, class_names)
-    write_text(out / "prepare_summary.txt", result.summary(max_skips=None) + "\n")
-    return result
 
 
 def _split_order(name: str) -> tuple:

@@ -1,17 +1,27 @@
 """Patient-level splits: all slices of a patient go to one split (no leakage between splits).
 
-Patients are shuffled with ``seed``; each split first gets one patient, then every next patient
-goes to the split furthest below its target share of images, so image counts follow the
-fractions as closely as whole patients allow.
+``--folds K``: scikit-learn's ``StratifiedGroupKFold`` (groups = patients, labels = the
+images' strata, e.g. tumor types), so each fold gets a share of every tumor type and about
+``1/K`` of the images.
+
+``--split train,val,test``: scikit-learn has no grouped split into three parts balanced by image
+counts (``GroupShuffleSplit`` makes two parts and counts patients, not images), so
+:func:`assign_patients` is a small greedy rule: patients are shuffled with ``seed`` (strata
+spread evenly over that order), each split first gets one patient, then every next patient goes
+to the split furthest below its target share of images, first within the patient's stratum,
+then overall.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Sequence
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 
 from tumor_det.data.records import DatasetError
+
+import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -28,25 +38,51 @@ def parse_fractions(text: str) -> dict[str, float]:
     return {name: v for name, v in zip(SPLIT_NAMES, values, strict=False) if v > 0}
 
 
+def _spread_strata(patients: list[str], strata: Mapping[str, str]) -> list[str]:
+    """``patients`` reordered so that each stratum is spread evenly over the list.
+
+    The k-th of a stratum's n patients goes to position ~(k + 0.5) / n; ties keep the given
+    order, so with one stratum the order is unchanged.
+    """
+    members: dict[str, list[str]] = defaultdict(list)
+    for patient in patients:
+        members[strata.get(patient, "")].append(patient)
+    position = {p: (k + 0.5) / len(group) for group in members.values()
+                for k, p in enumerate(group)}
+    return sorted(patients, key=position.__getitem__)
+
+
 def assign_patients(images_per_patient: dict[str, int], fractions: dict[str, float],
-                    seed: int = 0) -> dict[str, str]:
-    """``{patient: split}`` with image counts close to ``fractions`` (see module docstring)."""
+                    seed: int = 0, strata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{patient: split}`` with image counts close to ``fractions`` (see module docstring).
+
+    ``strata`` (``{patient: label}``, e.g. tumor type) spreads each label over the splits.
+    """
     patients = sorted(images_per_patient)
     if len(patients) < len(fractions):
         raise DatasetError(f"{len(fractions)} splits asked for, but only {len(patients)} "
                            "patient(s): a patient-level split needs at least one per split")
     random.Random(seed).shuffle(patients)
-    total = sum(images_per_patient.values())
-    counts: Counter = Counter()
+    strata = strata or {}
+    patients = _spread_strata(patients, strata)
+    totals: Counter = Counter()  # images per stratum, and overall under None
+    for patient in patients:
+        totals[strata.get(patient, "")] += images_per_patient[patient]
+        totals[None] += images_per_patient[patient]
+    counts: dict[str | None, Counter] = defaultdict(Counter)
     assignment = {}
     ordered = sorted(fractions, key=lambda name: -fractions[name])
-    for patient, split in zip(patients, ordered, strict=False):
+
+    def deficit(name: str, stratum: str | None) -> float:
+        return fractions[name] * totals[stratum] - counts[stratum][name]
+
+    for k, patient in enumerate(patients):
+        stratum = strata.get(patient, "")
+        split = ordered[k] if k < len(ordered) else max(
+            ordered, key=lambda name: (deficit(name, stratum), deficit(name, None)))
         assignment[patient] = split
-        counts[split] += images_per_patient[patient]
-    for patient in patients[len(ordered):]:
-        split = max(ordered, key=lambda name: fractions[name] * total - counts[name])
-        assignment[patient] = split
-        counts[split] += images_per_patient[patient]
+        counts[stratum][split] += images_per_patient[patient]
+        counts[None][split] += images_per_patient[patient]
     return assignment
 
 
@@ -55,6 +91,34 @@ def fold_fractions(folds: int) -> dict[str, float]:
     if folds < 2:
         raise DatasetError(f"--folds needs at least 2 folds, got {folds}")
     return {f"fold{k}": 1.0 / folds for k in range(folds)}
+
+
+def patient_folds(patients: Sequence[str], strata: Sequence[str] | None, folds: int,
+                  seed: int = 0) -> dict[str, str]:
+    """``{patient: "fold<k>"}`` from per-image ``patients`` and ``strata`` (e.g. tumor types).
+
+    scikit-learn's ``StratifiedGroupKFold(shuffle=True, random_state=seed)``. Without strata
+    (or when every stratum has fewer images than folds, which it refuses) all images share one
+    label, and it then balances the folds' image counts.
+    """
+    # Imported here: scikit-learn takes about half a second to import, and the catalog
+    # imports this module (for SPLIT_NAMES) on every start.
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    names = list(fold_fractions(folds))
+    if len(set(patients)) < folds:
+        raise DatasetError(f"--folds {folds} needs at least {folds} patients, "
+                           f"got {len(set(patients))}")
+    labels = list(strata) if strata is not None else []
+    if not labels or max(Counter(labels).values()) < folds:
+        labels = ["all"] * len(patients)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # "The least populated class in y has only N members": fine, that stratum just
+        # cannot reach every fold.
+        warnings.simplefilter("ignore", UserWarning)
+        tests = list(splitter.split(np.zeros(len(patients)), labels, list(patients)))
+    return {patients[i]: names[k] for k, (_, test) in enumerate(tests) for i in test}
 
 
 def leaking_patients(split_of_image: Sequence[tuple[str, str]]) -> set[str]:

@@ -13,6 +13,10 @@ Each "patient" has one anatomy (head size and shape, ventricles, lesions as 3D b
 ``slices_per_patient`` neighbouring slices through it, so a lesion shrinks or vanishes from slice
 to slice. Everything is deterministic given the seed. Lengths in the code are in pixels of a
 256-px slice ("units") and are scaled to the requested size.
+
+:func:`read_synthetic` yields the slices as :class:`~tumor_det.data.records.Sample` objects, like
+the format readers; :func:`generate_synthetic_dataset` writes them with the one dataset writer,
+:func:`tumor_det.data.prepare.write_dataset` (same polygons, same patient-level split rule).
 """
 
 from __future__ import annotations
@@ -24,15 +28,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumor_det.atomic import write_json
+from tumor_det.data.prepare import PrepareOptions, write_dataset
+from tumor_det.data.records import Instance, Sample
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
 REF_SIZE = 256
-CATEGORIES = [{"id": 1, "name": "tumor"}]
-SPLIT_NAMES = ("train", "val", "test")
 TUMOR_FREE_PATIENTS = 0.1  # share of patients without a tumor
 DEFAULTS = {"num_patients": 30, "slices_per_patient": 5, "size": 256, "seed": 0,
             "splits": (0.7, 0.15, 0.15)}
@@ -225,9 +228,36 @@ def _ellipse_field(bu: np.ndarray, bv: np.ndarray, cu: float, cv: float, au: flo
     return np.hypot((c * du + s * dv) / au, (-s * du + c * dv) / av)
 
 
-def _render(anat: _Anatomy, lesions: list[_Lesion], z: float, size: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Float image (white matter ~0.55, before windowing), tumor masks and brain mask."""
+@dataclass
+class _Frame:
+    """Pixel grid of one slice and the head/brain coordinates on it."""
+
+    size: int
+    sc: float  # pixels per unit
+    xx: np.ndarray  # pixel centres
+    yy: np.ndarray
+    ccx: float  # head centre (px)
+    ccy: float
+    cos: float  # in-plane rotation of the head
+    sin: float
+    bx: float  # brain semi-axes at this slice (units)
+    by: float
+    bu: np.ndarray  # position in brain-radius units (left-right, antero-posterior)
+    bv: np.ndarray
+    depth: np.ndarray  # units below the scalp surface
+
+
+@dataclass
+class _Noise:
+    """Smooth random fields of four feature sizes, shared by the layers of one slice."""
+
+    lo: np.ndarray
+    mid: np.ndarray
+    band: np.ndarray
+    fine: np.ndarray
+
+
+def _frame(anat: _Anatomy, z: float, size: int) -> _Frame:
     sc = size / REF_SIZE
     s_z, bx, by = _brain_axes(anat, z)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -237,150 +267,241 @@ def _render(anat: _Anatomy, lesions: list[_Lesion], z: float, size: int,
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy
     hx, hy = anat.ax * s_z * sc, anat.ay * s_z * sc
     rho = np.hypot(u / hx, v / hy) / _outline(anat.shape, np.arctan2(v / hy, u / hx))
-    depth = (1.0 - rho) * 0.5 * (hx + hy) / sc  # units below the scalp surface
+    depth = (1.0 - rho) * 0.5 * (hx + hy) / sc
+    return _Frame(size, sc, xx, yy, ccx, ccy, cos, sin, bx, by, u / (bx * sc), v / (by * sc),
+                  depth)
 
-    n_lo = _smooth_noise(rng, size, 40 * sc)
-    n_mid = _smooth_noise(rng, size, 14 * sc)
-    n_band = _smooth_noise(rng, size, 7 * sc)
-    n_fine = _smooth_noise(rng, size, 2.5 * sc)
 
-    # Head layers: scalp fat, bone (with marrow), CSF rim.
-    scalp_t = anat.scalp * (1 + 0.25 * n_lo)
-    bone_in = scalp_t + anat.bone * (1 + 0.2 * n_mid)
-    surface = bone_in + anat.csf_rim + 0.8 * n_mid
-    soft = 0.7 / sc  # edge softness in units
+def _noise_fields(rng: np.random.Generator, frame: _Frame) -> _Noise:
+    size, sc = frame.size, frame.sc
+    return _Noise(_smooth_noise(rng, size, 40 * sc), _smooth_noise(rng, size, 14 * sc),
+                  _smooth_noise(rng, size, 7 * sc), _smooth_noise(rng, size, 2.5 * sc))
+
+
+def _head_layers(anat: _Anatomy, frame: _Frame, noise: _Noise,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scalp fat, bone with marrow, CSF rim: the image, the brain's alpha and its depth."""
+    depth = frame.depth
+    scalp_t = anat.scalp * (1 + 0.25 * noise.lo)
+    bone_in = scalp_t + anat.bone * (1 + 0.2 * noise.mid)
+    surface = bone_in + anat.csf_rim + 0.8 * noise.mid
+    soft = 0.7 / frame.sc  # edge softness in units
     head_a = _sigmoid(depth / soft)
     bone_a = _sigmoid((depth - scalp_t) / soft)
     brain_a = _sigmoid((depth - surface) / soft)
-    img = anat.scalp_level * (0.88 + 0.1 * n_mid + 0.04 * n_fine) * head_a
+    img = anat.scalp_level * (0.88 + 0.1 * noise.mid + 0.04 * noise.fine) * head_a
     marrow = np.clip(1 - np.abs(depth - scalp_t - 0.5 * anat.bone) / (0.22 * anat.bone), 0, 1)
-    bone_v = anat.bone_level + anat.diploe * marrow * np.clip(n_lo + 0.3, 0, 1)
+    bone_v = anat.bone_level + anat.diploe * marrow * np.clip(noise.lo + 0.3, 0, 1)
     img = img * (1 - bone_a) + bone_v * bone_a
     csf_a = _sigmoid((depth - bone_in) / soft)
     img = img * (1 - csf_a) + anat.csf * csf_a
+    return img, brain_a, surface
 
-    # Brain: cortex (grey), white matter, sulci.
-    d = depth - surface
-    cortex = 4.0 + 1.5 * n_mid + 1.2 * n_band
+
+def _cortex(anat: _Anatomy, d: np.ndarray, noise: _Noise) -> np.ndarray:
+    """Grey matter, white matter and sulci at depth ``d`` below the brain surface."""
+    cortex = 4.0 + 1.5 * noise.mid + 1.2 * noise.band
     tissue = anat.gm + (anat.wm - anat.gm) * _sigmoid((d - cortex) / 0.8)
-    tissue = tissue * (1 + 0.025 * n_fine + 0.02 * n_mid)
-    sulcus = np.clip(1 - np.abs(n_band) / 0.16, 0, 1) * _sigmoid((cortex + 3 - d) / 1.2)
-    tissue = tissue + (anat.csf - tissue) * 0.85 * sulcus
+    tissue = tissue * (1 + 0.025 * noise.fine + 0.02 * noise.mid)
+    sulcus = np.clip(1 - np.abs(noise.band) / 0.16, 0, 1) * _sigmoid((cortex + 3 - d) / 1.2)
+    return tissue + (anat.csf - tissue) * 0.85 * sulcus
 
-    # Deep structures, in brain-radius units, computed in a box around the centre.
-    bu = u / (bx * sc)
-    bv = v / (by * sc)
-    vz = float(np.exp(-0.5 * ((z - anat.ventricle_z) / 22.0) ** 2))
-    if vz > 0.12:
-        box = _box(ccx, ccy, 0.55 * max(bx, by) * sc, size)
-        cu, cv, t = bu[box], bv[box], tissue[box]
-        vs = anat.ventricle_scale * (0.45 + 0.55 * vz)
-        nuclei = np.minimum(_ellipse_field(cu, cv, -0.25, 0.0, 0.08, 0.14, 0.25),
-                            _ellipse_field(cu, cv, 0.25, 0.0, 0.08, 0.14, -0.25))
-        t = t + (anat.gm * 1.05 - t) * vz * _sigmoid((1 - nuclei) * 6)
-        field = np.full_like(cu, 9.0)
-        for side in (-1.0, 1.0):
+
+def _ventricle_field(anat: _Anatomy, cu: np.ndarray, cv: np.ndarray, vs: float, vz: float,
+                     ) -> np.ndarray:
+    """Normalised radius of the lateral (and, near their centre, third) ventricles."""
+    field = np.full_like(cu, 9.0)
+    for side in (-1.0, 1.0):
+        k = vs * (1 + side * anat.ventricle_asym)
+        for centre_u, centre_v, au, av, rot in ((0.085, -0.15, 0.06, 0.15, 0.5),
+                                                (0.11, 0.04, 0.045, 0.1, -0.1),
+                                                (0.15, 0.2, 0.055, 0.09, -0.5)):
+            field = np.minimum(field, _ellipse_field(
+                cu, cv, side * centre_u * k, centre_v * (0.6 + 0.4 * k), au * k, av * k,
+                side * rot))
+    if vz > 0.5:
+        field = np.minimum(field, _ellipse_field(cu, cv, 0.0, 0.05, 0.014, 0.07 * vs, 0.0))
+    return field
+
+
+def _choroid_plexus(anat: _Anatomy, cu: np.ndarray, cv: np.ndarray, vs: float, vz: float,
+                    t: np.ndarray) -> np.ndarray:
+    """Bright choroid plexus in the ventricles' trigones."""
+    for side, level in zip((-1.0, 1.0), anat.choroid, strict=True):
+        if level > 0 and vz > 0.3:
             k = vs * (1 + side * anat.ventricle_asym)
-            for centre_u, centre_v, au, av, rot in ((0.085, -0.15, 0.06, 0.15, 0.5),
-                                                    (0.11, 0.04, 0.045, 0.1, -0.1),
-                                                    (0.15, 0.2, 0.055, 0.09, -0.5)):
-                field = np.minimum(field, _ellipse_field(
-                    cu, cv, side * centre_u * k, centre_v * (0.6 + 0.4 * k), au * k, av * k,
-                    side * rot))
-        if vz > 0.5:
-            field = np.minimum(field, _ellipse_field(cu, cv, 0.0, 0.05, 0.014, 0.07 * vs, 0.0))
-        field = field + 0.08 * n_band[box]
-        t = t + (anat.csf - t) * _sigmoid((1 - field) * 9)
-        for side, level in zip((-1.0, 1.0), anat.choroid, strict=True):
-            if level > 0 and vz > 0.3:
-                k = vs * (1 + side * anat.ventricle_asym)
-                plexus = _ellipse_field(cu, cv, side * 0.16 * k, 0.2 * (0.6 + 0.4 * k),
-                                        0.03 * k, 0.045 * k, 0.3)
-                t = t + (level - t) * _sigmoid((1 - plexus) * 6) * vz
-        tissue[box] = t
+            plexus = _ellipse_field(cu, cv, side * 0.16 * k, 0.2 * (0.6 + 0.4 * k),
+                                    0.03 * k, 0.045 * k, 0.3)
+            t = t + (level - t) * _sigmoid((1 - plexus) * 6) * vz
+    return t
 
-    # Midline fissure and falx, sagittal sinus (bright), vessels and small bright spots.
-    fissure = np.clip(1 - np.abs(bu + 0.01 * n_mid) * bx / 1.3, 0, 1) * (np.abs(bv) > 0.55)
-    tissue = tissue + (anat.csf - tissue) * 0.8 * fissure
-    img = img * (1 - brain_a) + tissue * brain_a
-    bright = np.zeros((size, size), np.float32)
+
+def _deep_structures(anat: _Anatomy, frame: _Frame, z: float, tissue: np.ndarray,
+                     band: np.ndarray) -> None:
+    """Basal nuclei, ventricles and choroid plexus, drawn into ``tissue`` in a central box."""
+    vz = float(np.exp(-0.5 * ((z - anat.ventricle_z) / 22.0) ** 2))
+    if vz <= 0.12:
+        return
+    box = _box(frame.ccx, frame.ccy, 0.55 * max(frame.bx, frame.by) * frame.sc, frame.size)
+    cu, cv, t = frame.bu[box], frame.bv[box], tissue[box]
+    vs = anat.ventricle_scale * (0.45 + 0.55 * vz)
+    nuclei = np.minimum(_ellipse_field(cu, cv, -0.25, 0.0, 0.08, 0.14, 0.25),
+                        _ellipse_field(cu, cv, 0.25, 0.0, 0.08, 0.14, -0.25))
+    t = t + (anat.gm * 1.05 - t) * vz * _sigmoid((1 - nuclei) * 6)
+    field = _ventricle_field(anat, cu, cv, vs, vz) + 0.08 * band[box]
+    t = t + (anat.csf - t) * _sigmoid((1 - field) * 9)
+    tissue[box] = _choroid_plexus(anat, cu, cv, vs, vz, t)
+
+
+def _midline(anat: _Anatomy, frame: _Frame, tissue: np.ndarray, mid: np.ndarray) -> np.ndarray:
+    """The interhemispheric fissure and falx (CSF-dark), front and back."""
+    fissure = (np.clip(1 - np.abs(frame.bu + 0.01 * mid) * frame.bx / 1.3, 0, 1)
+               * (np.abs(frame.bv) > 0.55))
+    return tissue + (anat.csf - tissue) * 0.8 * fissure
+
+
+def _sinuses(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
+    """The bright superior sagittal sinus, front and back."""
+    bright = np.zeros((frame.size, frame.size), np.float32)
     for sign, amp in ((1.0, rng.uniform(0.35, 0.6)), (-1.0, rng.uniform(0.15, 0.45))):
-        spot = np.hypot(bu * bx / 3.0, (np.abs(bv) - 1.0) * by / 3.5)
-        bright += amp * np.exp(-spot**2) * (sign * bv > 0)
-    canvas = np.zeros((size, size), np.float32)
+        spot = np.hypot(frame.bu * frame.bx / 3.0, (np.abs(frame.bv) - 1.0) * frame.by / 3.5)
+        bright += amp * np.exp(-spot**2) * (sign * frame.bv > 0)
+    return bright
+
+
+def _vessels(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
+    """A few enhancing vessels: random walks drawn as thin anti-aliased lines."""
+    f, sc = frame, frame.sc
+    canvas = np.zeros((f.size, f.size), np.float32)
     for _ in range(int(rng.integers(1, 4))):
         pts = [np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8)])]
         heading = rng.uniform(0, 2 * np.pi)
         for _ in range(int(rng.integers(4, 10))):
             heading += rng.normal(0, 0.5)
             step = rng.uniform(4, 9) * sc
-            pts.append(pts[-1] + step * np.array([np.cos(heading) / (bx * sc),
-                                                  np.sin(heading) / (by * sc)]))
-        xy = np.array([[ccx + cos * p[0] * bx * sc - sin * p[1] * by * sc,
-                        ccy + sin * p[0] * bx * sc + cos * p[1] * by * sc] for p in pts])
+            pts.append(pts[-1] + step * np.array([np.cos(heading) / (f.bx * sc),
+                                                  np.sin(heading) / (f.by * sc)]))
+        xy = np.array([[f.ccx + f.cos * p[0] * f.bx * sc - f.sin * p[1] * f.by * sc,
+                        f.ccy + f.sin * p[0] * f.bx * sc + f.cos * p[1] * f.by * sc]
+                       for p in pts])
         cv2.polylines(canvas, [np.round(xy * 16).astype(np.int32)], False,
                       float(rng.uniform(0.25, 0.45)), 1, cv2.LINE_AA, shift=4)
-    bright += cv2.GaussianBlur(canvas, (0, 0), 0.5 * max(sc, 0.5))
-    dots = np.zeros((size, size), np.float32)
+    return cv2.GaussianBlur(canvas, (0, 0), 0.5 * max(sc, 0.5))
+
+
+def _spots(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
+    """Small bright dots (vessels in cross-section)."""
+    f, sc = frame, frame.sc
+    dots = np.zeros((f.size, f.size), np.float32)
     for _ in range(int(rng.integers(4, 14))):
         r, a = 0.9 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
-        px = ccx + cos * r * np.cos(a) * bx * sc - sin * r * np.sin(a) * by * sc
-        py = ccy + sin * r * np.cos(a) * bx * sc + cos * r * np.sin(a) * by * sc
+        px = f.ccx + f.cos * r * np.cos(a) * f.bx * sc - f.sin * r * np.sin(a) * f.by * sc
+        py = f.ccy + f.sin * r * np.cos(a) * f.bx * sc + f.cos * r * np.sin(a) * f.by * sc
         ix, iy = int(px), int(py)
-        if 0 <= ix < size and 0 <= iy < size:
+        if 0 <= ix < f.size and 0 <= iy < f.size:
             dots[iy, ix] = rng.uniform(0.25, 0.55)
     sigma = rng.uniform(0.8, 1.3) * sc
-    bright += cv2.GaussianBlur(dots, (0, 0), sigma) * (2 * np.pi * sigma**2)
-    img = img + bright * brain_a
+    return cv2.GaussianBlur(dots, (0, 0), sigma) * (2 * np.pi * sigma**2)
 
-    # Lesions, each computed in a box around it.
-    brain = depth - surface > 0.0
-    core_brain = depth - surface > 1.0
-    masks = []
-    for lesion in lesions:
-        dz = z - lesion.z
-        if abs(dz) >= lesion.half_depth:
-            continue
-        radius = lesion.radius * np.sqrt(1 - (dz / lesion.half_depth) ** 2)
-        if radius < 4.0:
-            continue
-        lx = ccx + (cos * lesion.u * bx - sin * lesion.v * by) * sc
-        ly = ccy + (sin * lesion.u * bx + cos * lesion.v * by) * sc
-        reach = radius * sc * (1 + lesion.harmonics[:, 1].sum()) + 1.5 * sc + 2
-        box = _box(lx, ly, reach * max(lesion.edema, 1.0) + 2, size)
-        ldx, ldy = xx[box] - lx, yy[box] - ly
-        angle = np.arctan2(ldy, ldx)
-        jitter = 0.15 * dz / lesion.half_depth
-        bound = radius * sc * _outline(lesion.harmonics, angle, jitter) + 0.5 * sc * n_band[box]
-        rr = np.hypot(ldx, ldy) / np.maximum(bound, 0.5)
-        mask = np.zeros((size, size), bool)
-        mask[box] = ndimage.binary_fill_holes((rr < 1.0) & core_brain[box])
-        if mask.sum() < 30 * sc * sc:
-            continue
-        masks.append(mask)
-        in_brain, local = brain_a[box], img[box]
-        if lesion.edema > 0:
-            e = np.clip((lesion.edema - rr) / (lesion.edema - 1.0), 0, 1)
-            local = local * (1 - lesion.edema_depth * e * e * (3 - 2 * e) * in_brain)
-        level = anat.wm + lesion.enhancement
-        if lesion.ring:
-            inner = 1.0 - lesion.rim * _outline(lesion.inner, angle)
-            rim_a = _sigmoid((rr - inner) * radius * sc / 0.7)
-            value = lesion.core + (level - lesion.core) * rim_a
-            value = value * (1 + lesion.heterogeneity * n_fine[box] * 0.5)
-        else:
-            value = level * (1 + lesion.heterogeneity * n_fine[box])
-        alpha = _sigmoid((1.0 - rr) * radius * sc / 0.6) * in_brain
-        img[box] = local * (1 - alpha) + value * alpha
 
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.45 * max(sc, 0.5))
-    bias = _smooth_noise(rng, size, 110 * sc)
-    gradient = (xx / size - 0.5) * rng.normal(0, 0.15) + (yy / size - 0.5) * rng.normal(0, 0.15)
+def _lesion_shape(lesion: _Lesion, frame: _Frame, z: float, band: np.ndarray,
+                  ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, float] | None:
+    """Box around the lesion at slice ``z``, normalised radius and angle in it, radius (units).
+
+    ``None`` when the slice misses the lesion or cuts less than 4 units of it.
+    """
+    f, sc = frame, frame.sc
+    dz = z - lesion.z
+    if abs(dz) >= lesion.half_depth:
+        return None
+    radius = lesion.radius * np.sqrt(1 - (dz / lesion.half_depth) ** 2)
+    if radius < 4.0:
+        return None
+    lx = f.ccx + (f.cos * lesion.u * f.bx - f.sin * lesion.v * f.by) * sc
+    ly = f.ccy + (f.sin * lesion.u * f.bx + f.cos * lesion.v * f.by) * sc
+    reach = radius * sc * (1 + lesion.harmonics[:, 1].sum()) + 1.5 * sc + 2
+    box = _box(lx, ly, reach * max(lesion.edema, 1.0) + 2, f.size)
+    ldx, ldy = f.xx[box] - lx, f.yy[box] - ly
+    angle = np.arctan2(ldy, ldx)
+    jitter = 0.15 * dz / lesion.half_depth
+    bound = radius * sc * _outline(lesion.harmonics, angle, jitter) + 0.5 * sc * band[box]
+    return box, np.hypot(ldx, ldy) / np.maximum(bound, 0.5), angle, radius
+
+
+def _lesion_value(anat: _Anatomy, lesion: _Lesion, rr: np.ndarray, angle: np.ndarray,
+                  radius: float, sc: float, fine: np.ndarray) -> np.ndarray:
+    """Intensity inside a lesion: an enhancing rim around a darker core, or solid."""
+    level = anat.wm + lesion.enhancement
+    if not lesion.ring:
+        return level * (1 + lesion.heterogeneity * fine)
+    inner = 1.0 - lesion.rim * _outline(lesion.inner, angle)
+    rim_a = _sigmoid((rr - inner) * radius * sc / 0.7)
+    value = lesion.core + (level - lesion.core) * rim_a
+    return value * (1 + lesion.heterogeneity * fine * 0.5)
+
+
+def _draw_lesion(anat: _Anatomy, lesion: _Lesion, frame: _Frame, z: float, img: np.ndarray,
+                 brain_a: np.ndarray, core_brain: np.ndarray, noise: _Noise,
+                 ) -> np.ndarray | None:
+    """Paint a lesion and its oedema into ``img``; its mask (None: not in this slice)."""
+    shape = _lesion_shape(lesion, frame, z, noise.band)
+    if shape is None:
+        return None
+    box, rr, angle, radius = shape
+    sc = frame.sc
+    mask = np.zeros((frame.size, frame.size), bool)
+    mask[box] = ndimage.binary_fill_holes((rr < 1.0) & core_brain[box])
+    if mask.sum() < 30 * sc * sc:
+        return None
+    in_brain, local = brain_a[box], img[box]
+    if lesion.edema > 0:
+        e = np.clip((lesion.edema - rr) / (lesion.edema - 1.0), 0, 1)
+        local = local * (1 - lesion.edema_depth * e * e * (3 - 2 * e) * in_brain)
+    value = _lesion_value(anat, lesion, rr, angle, radius, sc, noise.fine[box])
+    alpha = _sigmoid((1.0 - rr) * radius * sc / 0.6) * in_brain
+    img[box] = local * (1 - alpha) + value * alpha
+    return mask
+
+
+def _acquisition(rng: np.random.Generator, anat: _Anatomy, img: np.ndarray, frame: _Frame,
+                 ) -> np.ndarray:
+    """Scanner blur, a smooth multiplicative bias field with a gradient, Rician noise."""
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.45 * max(frame.sc, 0.5))
+    bias = _smooth_noise(rng, frame.size, 110 * frame.sc)
+    gradient = ((frame.xx / frame.size - 0.5) * rng.normal(0, 0.15)
+                + (frame.yy / frame.size - 0.5) * rng.normal(0, 0.15))
     img = img * np.exp(anat.bias * bias + gradient)
     sigma = anat.noise
     noisy = np.hypot(img + sigma * rng.standard_normal(img.shape, np.float32),
                      sigma * rng.standard_normal(img.shape, np.float32))
-    return noisy.astype(np.float32), masks, brain
+    return noisy.astype(np.float32)
+
+
+def _render(anat: _Anatomy, lesions: list[_Lesion], z: float, size: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Float image (white matter ~0.55, before windowing), tumor masks and brain mask.
+
+    Layers from the outside in, then the lesions, then the scanner; the order of the random
+    draws is part of the output (same seed, same pixels).
+    """
+    frame = _frame(anat, z, size)
+    noise = _noise_fields(rng, frame)
+    img, brain_a, surface = _head_layers(anat, frame, noise)
+    below = frame.depth - surface  # units below the brain surface
+    tissue = _cortex(anat, below, noise)
+    _deep_structures(anat, frame, z, tissue, noise.band)
+    tissue = _midline(anat, frame, tissue, noise.mid)
+    img = img * (1 - brain_a) + tissue * brain_a
+    bright = _sinuses(rng, frame)
+    bright += _vessels(rng, frame)
+    bright += _spots(rng, frame)
+    img = img + bright * brain_a
+    core_brain, masks = below > 1.0, []
+    for lesion in lesions:
+        mask = _draw_lesion(anat, lesion, frame, z, img, brain_a, core_brain, noise)
+        if mask is not None:
+            masks.append(mask)
+    return _acquisition(rng, anat, img, frame), masks, below > 0.0
 
 
 def _window(img: np.ndarray, anat: _Anatomy) -> np.ndarray:
@@ -433,33 +554,20 @@ def _patient_id(index: int) -> str:
     return f"synth{index:03d}"
 
 
-def split_patients(patient_ids: Sequence[str], seed: int = 0,
-                   splits: Sequence[float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
-    """Assign each patient to ``train``/``val``/``test`` (deterministic from ``seed``)."""
-    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
-        raise ValueError(f"splits must be three non-negative fractions, got {splits}")
-    n = len(patient_ids)
-    fractions = np.asarray(splits, np.float64) / sum(splits)
-    counts = [int(round(n * f)) for f in fractions[:2]]
-    for i in range(2):  # a split asked for gets at least one patient when there are enough
-        if fractions[i] > 0 and counts[i] == 0 and n - sum(counts) > 1:
-            counts[i] = 1
-    counts.append(n - sum(counts))
-    order = np.random.default_rng([seed, 0x5B1]).permutation(n)
-    names = np.repeat(SPLIT_NAMES, counts)
-    return {patient_ids[i]: str(names[j]) for j, i in enumerate(order)}
+def read_synthetic(num_patients: int = 30, slices_per_patient: int = 5, size: int = 256,
+                   seed: int = 0) -> Iterator[Sample]:
+    """The slices of :func:`iter_synthetic_slices` as samples for the dataset writer.
 
-
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    """COCO polygons (pixel-edge outlines, so they decode back to exactly ``mask``)."""
-    up = cv2.resize(mask.astype(np.uint8), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        if len(contour) < 3:
-            continue
-        polygons.append([round(float(c), 3) for c in ((contour.reshape(-1) + 0.5) / 4)])
-    return polygons
+    ``<patient>_<k>.png``, one mask instance per tumor, 1 mm pixels; tumor-free slices have no
+    instance (write them with ``keep_negatives``). Generated data have nothing to skip.
+    """
+    for item in iter_synthetic_slices(num_patients, slices_per_patient, size, seed):
+        name = f"{item.patient_id}_{item.index}.png"
+        yield Sample(source=name, file_name=name, patient_id=item.patient_id, width=size,
+                     height=size, instances=[Instance(mask=mask) for mask in item.masks],
+                     pixels=lambda image=item.image: image,
+                     extra={"pixel_spacing": [1.0, 1.0], "slice_index": item.index},
+                     empty_reason="tumor-free slice")
 
 
 def generate_synthetic_dataset(folder: Path, num_patients: int = 30, slices_per_patient: int = 5,
@@ -467,42 +575,23 @@ def generate_synthetic_dataset(folder: Path, num_patients: int = 30, slices_per_
                                splits: Sequence[float] = (0.7, 0.15, 0.15)) -> dict:
     """Write ``folder/images/<patient>_<k>.png`` and ``folder/annotations/{split}.json`` (COCO).
 
+    :func:`read_synthetic` through the dataset writer (``tumor_det.data.prepare``): its polygon
+    rule and its patient-level split (``splits``: train/val/test fractions, normalised; a zero
+    drops that split), tumor-free slices kept, ``train.json`` written last.
     Returns ``{split: {"patients", "images", "tumor_free", "annotations"}}``.
     """
-    folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "annotations").mkdir(parents=True, exist_ok=True)
-    assignment = split_patients([_patient_id(p) for p in range(num_patients)], seed, splits)
-    cocos = {s: {"info": {"description": "tumor-det synthetic T1-contrast-like brain MRI",
-                          "seed": seed, "split": s},
-                 "licenses": [], "images": [], "annotations": [], "categories": CATEGORIES}
-             for s in SPLIT_NAMES}
-    image_id = ann_id = 0
-    for item in iter_synthetic_slices(num_patients, slices_per_patient, size, seed):
-        name = f"{item.patient_id}_{item.index}.png"
-        if not cv2.imwrite(str(folder / "images" / name), item.image):
-            raise OSError(f"could not write {folder / 'images' / name}")
-        image_id += 1
-        coco = cocos[assignment[item.patient_id]]
-        coco["images"].append({"id": image_id, "file_name": name, "width": size,
-                               "height": size, "patient_id": item.patient_id,
-                               "pixel_spacing": [1.0, 1.0]})
-        for mask in item.masks:
-            polygons = mask_to_polygons(mask)
-            if not polygons:
-                continue
-            ys, xs = np.nonzero(mask)
-            ann_id += 1
-            coco["annotations"].append({
-                "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "segmentation": polygons, "area": int(mask.sum()),
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                         int(ys.max() - ys.min() + 1)],
-            })
+    if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
+        raise ValueError(f"splits must be three non-negative fractions, got {splits}")
+    fractions = ",".join(repr(f / sum(splits)) for f in splits)
+    options = PrepareOptions("synthetic", None, Path(folder), split=fractions, seed=seed,
+                             keep_negatives=True)
+    info = {"description": "tumor-det synthetic T1-contrast-like brain MRI", "seed": seed}
+    result = write_dataset(read_synthetic(num_patients, slices_per_patient, size, seed),
+                           options, info=info)
+    if result.issues.skipped:  # generated data have nothing to skip: an image was not written
+        raise OSError("; ".join(f"{item}: {reason}" for item, reason in result.issues.skipped))
     summary = {}
-    for split in ("test", "val", "train"):  # train.json last: its presence means "complete"
-        coco = cocos[split]
-        write_json(folder / "annotations" / f"{split}.json", coco)
+    for split, coco in result.splits.items():
         with_ann = {a["image_id"] for a in coco["annotations"]}
         summary[split] = {
             "patients": len({im["patient_id"] for im in coco["images"]}),
@@ -510,7 +599,7 @@ def generate_synthetic_dataset(folder: Path, num_patients: int = 30, slices_per_
             "tumor_free": sum(im["id"] not in with_ann for im in coco["images"]),
             "annotations": len(coco["annotations"]),
         }
-    return {s: summary[s] for s in SPLIT_NAMES}
+    return summary
 
 
 def ensure_synthetic_dataset(folder: Path) -> Path:
@@ -542,8 +631,8 @@ def _merge_into(src: Path, dst: Path) -> None:
         (dst / sub).mkdir(parents=True, exist_ok=True)
     for path in sorted((src / "images").iterdir()):
         os.replace(path, dst / "images" / path.name)
-    for split in ("test", "val", "train"):
-        os.replace(src / "annotations" / f"{split}.json", dst / "annotations" / f"{split}.json")
+    for path in sorted((src / "annotations").iterdir(), key=lambda p: p.name == "train.json"):
+        os.replace(path, dst / "annotations" / path.name)
 
 
 def synthetic_volume(seed: int = 0, size: int = 128, num_slices: int = 24,
