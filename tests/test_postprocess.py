@@ -1,0 +1,48 @@
+"""One tumor, one detection: class-agnostic merging of stacked detections by their masks."""
+
+from __future__ import annotations
+
+import tumor_det  # noqa: F401
+from tumor_det.postprocess import merge_instances
+
+import torch
+from detectron2.structures import Boxes, Instances
+
+
+def instances(rects: list[tuple[int, int, int, int]], scores: list[float],
+              classes: list[int] | None = None, size: int = 40) -> Instances:
+    masks = torch.zeros((len(rects), size, size), dtype=torch.bool)
+    for n, (x0, y0, x1, y1) in enumerate(rects):
+        masks[n, y0:y1, x0:x1] = True
+    inst = Instances((size, size))
+    inst.pred_masks = masks
+    inst.pred_boxes = Boxes(torch.tensor(rects, dtype=torch.float))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.tensor(classes or [0] * len(rects))
+    return inst
+
+
+def test_stacked_detections_of_one_tumor_become_one():
+    # a tumor found three times: the full outline, a part inside it, and a shifted copy
+    # under another class; plus a separate tumor elsewhere that must stay
+    stacked = instances([(5, 5, 20, 20), (8, 8, 14, 14), (6, 6, 21, 21), (30, 30, 36, 36)],
+                        [0.6, 0.9, 0.7, 0.8], classes=[0, 0, 2, 0])
+    merged = merge_instances(stacked, iou=0.5, containment=0.8)
+    assert len(merged) == 2
+    # highest score first: the 0.9 detection is kept (with its class) and absorbs the others
+    assert torch.allclose(merged.scores, torch.tensor([0.9, 0.8]))
+    assert merged.pred_classes.tolist() == [0, 0]
+    union = stacked.pred_masks[[0, 1, 2]].any(dim=0)
+    assert torch.equal(merged.pred_masks[0], union)
+    assert merged.pred_boxes.tensor[0].tolist() == [5, 5, 21, 21]
+    assert torch.equal(merged.pred_masks[1], stacked.pred_masks[3])
+    assert merged.pred_boxes.tensor[1].tolist() == [30, 30, 36, 36]
+
+
+def test_neighbours_that_touch_stay_apart_and_rules_can_be_off():
+    touching = instances([(0, 0, 10, 10), (10, 0, 20, 10)], [0.9, 0.8])
+    assert len(merge_instances(touching)) == 2
+    nested = instances([(0, 0, 20, 20), (2, 2, 6, 6)], [0.9, 0.8])  # IoU 0.04, contained
+    assert len(merge_instances(nested)) == 1
+    assert len(merge_instances(nested, iou=0.5, containment=1.1)) == 2  # containment off
+    assert len(merge_instances(instances([], []))) == 0
