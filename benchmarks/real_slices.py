@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tumor_det.atomic import write_text
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import register_all
 from tumor_det.data.prepare import PrepareOptions, prepare
@@ -96,8 +97,8 @@ def main() -> None:
         "| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
     ]
     print("\n".join(text))
-    with args.results.open("a") as f:
-        f.write("\n".join(text) + "\n")
+    old = args.results.read_text() if args.results.is_file() else ""
+    write_text(args.results, old + "\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,139 +5,143 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import logging
 import math
-import subprocess
 import sys
 import tempfile
+import time
 from argparse import Namespace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.bench.common import (
-    LoadMonitor,
-    ModelSpec,
-    Report,
-    Sample,
-    build_pair,
-    interleaved,
-    log,
-    median,
-    now,
-    ours_predict,
-    synthetic_samples,
-    to_d2_inputs,
-    to_tv_inputs,
-    tv_predict,
-    tv_to_instances,
-)
-from tumor_det.config import get_tumor_cfg
-from tumor_det.data import register_all
-from tumor_det.data.catalog import register_coco_split
+from tumor_det.config import get_tumor_cfg, resolve_device
+from tumor_det.data import register_all, register_coco_split
+from tumor_det.data.prepare import PrepareOptions, prepare
+from tumor_det.engine import TumorTrainer
 from tumor_det.evaluation import TumorEvaluator, annotation_mask
 from tumor_det.predictor import TumorPredictor
+from tumor_det.weights import resolve_weights
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.solver import build_lr_scheduler
 from detectron2.structures import Instances
-from detectron2.utils.events import EventStorage
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks.common import LoadMonitor, Report, interleaved, log, median
+from benchmarks.models import (
+    MODELS,
+    ModelSpec,
+    Sample,
+    TrainStep,
+    build_pair,
+    synthetic_samples,
+    tv_predict,
+    tv_to_instances,
+)
+
 CLIP_NORM = 5.0  # gradient-norm clipping in the accuracy task (both models)
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def coco_results(image_id, inst: Instances, category_id: int) -> list[dict]:
-    """COCO result entries (RLE masks) of one image's instances."""
-    out = []
-    for mask, score in zip(inst.pred_masks.numpy(), inst.scores.tolist(), strict=True):
-        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        out.append({"image_id": image_id, "category_id": category_id, "segmentation": rle,
-                    "score": float(score)})
-    return out
-
-
-def coco_mask_ap(json_file: str, results: list[dict], image_ids: list) -> tuple[float, float]:
-    """pycocotools COCOeval ``segm``: (AP, AP50) in percent on ``image_ids``."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(json_file)
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "segm")
-        ev.params.imgIds = list(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return 100 * max(float(ev.stats[0]), 0.0), 100 * max(float(ev.stats[1]), 0.0)
-
-
-def category_id(dataset: str) -> int:
-    with open(MetadataCatalog.get(dataset).json_file) as f:
-        return int(json.load(f)["categories"][0]["id"])
-
-
-def evaluate(predict, dataset: str, timings: list[float] | None = None) -> dict[str, float]:
+def evaluate(predict: Callable[[np.ndarray], Instances], dataset: str,
+             timings: list[float] | None = None) -> dict[str, float]:
     """Run ``predict(bgr_image) -> Instances`` on a registered dataset: tumor metrics (score >=
-    0.5, lesion IoU >= 0.1) and COCO mask AP (all instances)."""
+    0.5, lesion IoU >= 0.1) and COCO mask AP / AP50 (Detectron2's COCOEvaluator, pycocotools'
+    official COCOeval, all instances)."""
     records = DatasetCatalog.get(dataset)
-    evaluator = TumorEvaluator(dataset, score_threshold=0.5, lesion_iou=0.1)
+    evaluator = DatasetEvaluators([
+        COCOEvaluator(dataset, tasks=("segm",), distributed=False, use_fast_impl=False),
+        TumorEvaluator(dataset, score_threshold=0.5, lesion_iou=0.1),
+    ])
     evaluator.reset()
-    cat = category_id(dataset)
-    results = []
     for r in records:
         image = cv2.imread(r["file_name"], cv2.IMREAD_COLOR)
-        t = now()
+        t = time.perf_counter()
         inst = predict(image)
         if timings is not None:
-            timings.append(now() - t)
+            timings.append(time.perf_counter() - t)
         evaluator.process([{"image_id": r["image_id"]}], [{"instances": inst}])
-        results += coco_results(r["image_id"], inst, cat)
-    with contextlib.redirect_stdout(io.StringIO()):
-        metrics = dict(evaluator.evaluate()["tumor"])
-    metrics["AP"], metrics["AP50"] = coco_mask_ap(MetadataCatalog.get(dataset).json_file,
-                                                  results, [r["image_id"] for r in records])
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its summary
+        results = evaluator.evaluate()
+    metrics = dict(results["tumor"])
+    for key in ("AP", "AP50"):
+        # no predictions at all: Detectron2 reports NaN; that is an AP of 0 here
+        ap = results["segm"][key]
+        metrics[key] = 0.0 if math.isnan(ap) else ap
     return metrics
 
 
 # ----------------------------------------------------------------------------- sizes
 
 
+@contextlib.contextmanager
+def _detectron2_logs_to_stderr() -> Iterator[None]:
+    """Detectron2's INFO logs on stderr meanwhile: DefaultTrainer would otherwise set up its
+    stdout logger, and stdout carries the benchmark's tables."""
+    d2 = logging.getLogger("detectron2")
+    if d2.handlers:  # already configured by the caller
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s]: %(message)s", "%H:%M:%S"))
+    level, propagate = d2.level, d2.propagate
+    d2.addHandler(handler)
+    d2.setLevel(logging.INFO)
+    d2.propagate = False
+    try:
+        yield
+    finally:
+        d2.removeHandler(handler)
+        d2.setLevel(level)
+        d2.propagate = propagate
+
+
+def lr_steps(n: int, *fractions: float) -> str:
+    """``SOLVER.STEPS`` at these fractions of ``n`` iterations, as Detectron2's scheduler takes
+    them (strictly increasing, within 1..n-1: short runs drop or merge steps)."""
+    return str(tuple(sorted({int(f * n) for f in fractions} & set(range(1, n)))))
+
+
 def train_quick(args: Namespace, workdir: Path) -> tuple[str, float]:
-    """Train ``args.config`` for ``args.iters`` iterations with tools/train_net.py."""
-    out = workdir / "sizes_train"
+    """Train ``args.config`` for ``args.iters`` iterations with TumorTrainer (as
+    tools/train_net.py does, in this process); returns (checkpoint, seconds)."""
     n = args.iters
-    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", args.config,
-           "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", str(n),
-           "SOLVER.STEPS", f"({int(0.75 * n)}, {int(0.9 * n)})",
-           "SOLVER.WARMUP_ITERS", str(min(50, n // 4)), "SOLVER.CHECKPOINT_PERIOD", str(10 * n),
-           "TEST.EVAL_PERIOD", "0", "MODEL.DEVICE", "cpu"]
-    log("training: " + " ".join(cmd))
-    t = now()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return str(out / "model_final.pth"), now() - t
+    cfg = get_tumor_cfg(args.config, [
+        "OUTPUT_DIR", str(workdir / "sizes_train"), "SOLVER.MAX_ITER", str(n),
+        "SOLVER.STEPS", lr_steps(n, 0.75, 0.9),
+        "SOLVER.WARMUP_ITERS", str(min(50, n // 4)), "SOLVER.CHECKPOINT_PERIOD", str(10 * n),
+        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",  # no evaluation at the end either
+        "MODEL.DEVICE", args.device])
+    resolve_device(cfg)
+    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
+    register_all(cfg.TUMOR.DATASETS_ROOT or None)
+    cfg.freeze()
+    log(f"training {args.config} for {n} iterations into {cfg.OUTPUT_DIR}")
+    t = time.perf_counter()
+    with _detectron2_logs_to_stderr():
+        trainer = TumorTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    return str(Path(cfg.OUTPUT_DIR) / "model_final.pth"), time.perf_counter() - t
 
 
 def run_sizes(args: Namespace) -> Report:
     """Latency of both R50-FPN models and Dice of a briefly trained model per test size."""
     rep = Report("sizes", "input size: speed / accuracy")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tumor-bench-"))
-    register_all()
     if args.weights:
         weights, how = args.weights, f"`{args.weights}` (given with --weights)"
     else:
         weights, secs = train_quick(args, workdir)
         how = (f"trained here for {args.iters} iterations of `{Path(args.config).name}` "
                f"({secs / 60:.1f} min)")
+    register_all()
     rows = []
     val0 = cv2.imread(DatasetCatalog.get("tumor_synth_val")[0]["file_name"], cv2.IMREAD_COLOR)
     with LoadMonitor() as load:
@@ -147,7 +151,7 @@ def run_sizes(args: Namespace) -> Report:
             _, ours, tv = build_pair(spec)
             # a synthetic slice drawn at the test size: both models see size x size pixels
             imgs = [synthetic_samples(1, size, seed=args.seed + 1)[0].image]
-            times = interleaved({"ours": lambda o=ours, x=imgs: ours_predict(o, x),
+            times = interleaved({"ours": lambda o=ours, x=imgs: o.run_model(x),
                                  "torchvision": lambda m=tv, x=imgs: tv_predict(m, x, args.device)},
                                 args.reps, args.warmup, args.device)
             del ours, tv
@@ -189,70 +193,52 @@ def run_sizes(args: Namespace) -> Report:
 
 
 def load_sample(record: dict, size: int) -> Sample:
-    """One record as an RGB image resized to shortest edge ``size`` (max 2x) with its masks."""
+    """One record as an RGB image resized as at test time (Detectron2's ResizeShortestEdge to
+    ``size``, at most ``2 * size``) with its non-empty instance masks."""
     image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)[:, :, ::-1]
     h, w = image.shape[:2]
-    masks = [annotation_mask(a, h, w) for a in record.get("annotations", [])
-             if not a.get("iscrowd", 0)]
-    scale = min(size / min(h, w), 2 * size / max(h, w))
-    nh, nw = int(round(h * scale)), int(round(w * scale))
-    image = cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=cv2.INTER_LINEAR)
-    stack = np.stack([cv2.resize(m.astype(np.uint8), (nw, nh),
-                                 interpolation=cv2.INTER_NEAREST) for m in masks]).astype(bool) \
-        if masks else np.zeros((0, nh, nw), bool)
-    stack = stack[stack.reshape(len(stack), -1).any(1)] if len(stack) else stack
+    tfm = T.ResizeShortestEdge(size, 2 * size).get_transform(image)
+    image = tfm.apply_image(np.ascontiguousarray(image))
+    masks = [tfm.apply_segmentation(annotation_mask(a, h, w).astype(np.uint8)).astype(bool)
+             for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+    masks = [m for m in masks if m.any()]
+    stack = np.stack(masks) if masks else np.zeros((0, *image.shape[:2]), bool)
     return Sample(image, stack)
 
 
 def prepare_real(args: Namespace, workdir: Path) -> bool:
-    """tools/prepare_dataset.py on the real VIA slices; register ``bench_real_<split>``."""
+    """Prepare the real VIA slices (tools/prepare_dataset.py's code, patient-level split
+    0.6/0.2/0.2, seed 0); register ``bench_real_<split>``."""
     if not (Path(args.real) / "via_region_data.json").is_file():
         log(f"accuracy: {args.real} not found: synthetic data only")
         return False
     out = workdir / "brain_tumor"
     if not (out / "annotations" / "test.json").is_file():
-        subprocess.run([sys.executable, str(REPO / "tools" / "prepare_dataset.py"), "--format",
-                        "via", "--input", args.real, "--output", str(out), "--split",
-                        "0.6,0.2,0.2", "--seed", "0"], check=True, stdout=subprocess.DEVNULL)
+        with contextlib.redirect_stdout(io.StringIO()):
+            prepare(PrepareOptions(format="via", input=Path(args.real), output=out,
+                                   split="0.6,0.2,0.2", seed=0))
     for split in ("train", "val", "test"):
         register_coco_split(f"bench_real_{split}", out / "annotations" / f"{split}.json",
                             out / "images")
     return True
 
 
-def _train(which: str, model, plan, cache, args: Namespace) -> tuple[float, list[float]]:
-    """SGD (momentum 0.9, wd 1e-4, gradient norm clipped), linear warm-up over a quarter,
-    x0.1 at 80 %; returns (seconds, losses)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    warm = max(1, min(100, args.iters // 4))
-    model.train()
+def _train(step: TrainStep, plan: list, cache: list[Sample], cfg) -> tuple[float, list[float]]:
+    """Run ``plan`` (per iteration: (sample index, flip) pairs) under Detectron2's
+    WarmupMultiStepLR schedule from ``cfg.SOLVER``; returns (seconds, losses)."""
+    scheduler = build_lr_scheduler(cfg, step.optimizer)
+    step.model.train()
     losses = []
-    t = now()
+    t = time.perf_counter()
     for it, batch_plan in enumerate(plan):
-        lr = args.lr * (min(1.0, 0.001 + (it + 1) / warm)) * (0.1 if it >= 0.8 * len(plan)
-                                                                 else 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = []
-        for idx, flip in batch_plan:
-            s = cache[idx]
-            batch.append(Sample(s.image[:, ::-1].copy(), s.masks[:, :, ::-1].copy())
-                         if flip else s)
-        if which == "ours":
-            with EventStorage(it):  # Detectron2 logs into it during training
-                loss_dict = model(to_d2_inputs(batch))
-        else:
-            loss_dict = model(*to_tv_inputs(batch, args.device))
-        loss = sum(loss_dict.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
-        opt.step()
-        losses.append(float(loss.detach()))
+        batch = [Sample(cache[i].image[:, ::-1].copy(), cache[i].masks[:, :, ::-1].copy())
+                 if flip else cache[i] for i, flip in batch_plan]
+        losses.append(step(batch))
+        scheduler.step()
         if (it + 1) % 20 == 0 or it < 3:
-            log(f"accuracy: {which} iter {it + 1}/{len(plan)} loss {np.mean(losses[-20:]):.3f}")
-    return now() - t, losses
+            log(f"accuracy: {step.which} iter {it + 1}/{len(plan)} "
+                f"loss {np.mean(losses[-20:]):.3f}")
+    return time.perf_counter() - t, losses
 
 
 def run_accuracy(args: Namespace) -> Report:
@@ -274,39 +260,50 @@ def run_accuracy(args: Namespace) -> Report:
                      device=args.device, norm="bn", tv_config=args.tv_config, seed=args.seed,
                      opts=list(args.opts))
     cfg, ours, tv = build_pair(spec, predictor=False)
+    n = args.iters
+    warm = max(1, min(100, n // 4))
+    sched_cfg = cfg.clone()
+    sched_cfg.merge_from_list([
+        "SOLVER.MAX_ITER", str(n), "SOLVER.WARMUP_ITERS", str(warm),
+        "SOLVER.WARMUP_FACTOR", "0.001", "SOLVER.WARMUP_METHOD", "linear",
+        "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.GAMMA", "0.1",
+        "SOLVER.STEPS", lr_steps(n, 0.8)])
     train_rows, rows = [], []
     with LoadMonitor() as load:
         trained = {}
-        for which, model in (("ours", ours), ("torchvision", tv)):
-            secs, losses = _train(which, model, plan, cache, args)
+        for which, model in zip(MODELS, (ours, tv), strict=True):
+            step = TrainStep(which, model, args.lr, args.device, clip=CLIP_NORM)
+            secs, losses = _train(step, plan, cache, sched_cfg)
             trained[which] = model.eval()
             finite = [x for x in losses if math.isfinite(x)]
-            train_rows.append([which, args.iters, b, secs / 60, secs / args.iters,
+            train_rows.append([which, n, b, secs / 60, secs / n,
                                float(np.mean(finite[-10:])) if finite else float("nan")])
-        predictor = TumorPredictor(cfg, score_threshold=0.0)
+        # a predictor around the model trained here (the random one it builds is replaced)
+        predictor = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
         predictor.model = trained["ours"]
         predict = {
-            "ours": lambda im: ours_predict(predictor, [im])[0],
+            "ours": lambda im: predictor.run_model([im])[0],
             "torchvision": lambda im: tv_to_instances(
                 tv_predict(trained["torchvision"], [im[:, :, ::-1]], args.device)[0],
                 *im.shape[:2]),
         }
         for name in test_sets:
-            n = len(DatasetCatalog.get(name))
-            for which in ("ours", "torchvision"):
+            count = len(DatasetCatalog.get(name))
+            for which in MODELS:
                 m = evaluate(predict[which], name)
-                rows.append([f"{name} ({n})", which, m["AP"], m["AP50"], m["dice"],
+                rows.append([f"{name} ({count})", which, m["AP"], m["AP50"], m["dice"],
                              m["dice_all"], m["sensitivity"], m["fp_per_image"]])
                 log(f"accuracy {name} {which}: AP {m['AP']:.1f} Dice {m['dice']:.3f}")
     n_train = {name: len(DatasetCatalog.get(name)) for name in train_sets}
     rep.add_text(
         f"Both Mask R-CNN R50-FPN from one random initialisation (torchvision's, copied into "
         f"ours), BatchNorm (train mode, nothing frozen) on both sides, trained one after the "
-        f"other on the same {args.iters} batches of {b} images "
+        f"other on the same {n} batches of {b} images "
         f"({', '.join(f'{k}: {v}' for k, v in n_train.items())} slices; shortest edge "
         f"{args.size}, random horizontal flip, the same draws for both), SGD lr {args.lr}, "
-        f"momentum 0.9, wd 1e-4, gradient norm clipped at {CLIP_NORM}, linear warm-up over "
-        f"the first quarter, x0.1 at 80 %; {args.threads} threads. Ours: "
+        f"momentum 0.9, wd 1e-4, gradient norm clipped at {CLIP_NORM}; Detectron2's "
+        f"WarmupMultiStepLR: linear warm-up over {warm} iterations, x0.1 at 80 %; "
+        f"{args.threads} threads. Ours: "
         f"`configs/Base-Tumor-RCNN-FPN.yaml` settings (anchors 16-256, 128 RoIs/image); "
         f"torchvision: {args.tv_config} settings (stock: anchors 32-512, 512 RoIs/image). "
         f"Test: shortest edge {args.size}, score threshold 0.05, {args.detections} "

@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.bench.common import LOAD_LIMIT, log, machine_info, write_section
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks.common import LOAD_LIMIT, RESULTS, Report, log, machine_info, write_section
+
+REPO = Path(__file__).resolve().parents[1]  # the repository (holds benchmarks/)
 TASKS = ("inference", "train", "profile", "sizes", "accuracy")
 
 
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", default="384,512,800", help="sizes task: test sizes (px)")
     p.add_argument("--weights", default=None,
                    help="sizes task: trained checkpoint of --config (else trained here)")
-    p.add_argument("--config", default=str(REPO / "configs" / "quick_cpu.yaml"),
-                   help="sizes task: config of the trained model")
+    p.add_argument("--config", default="quick_cpu.yaml",
+                   help="sizes task: config of the trained model (a path or a built-in name)")
     p.add_argument("--iters", type=int, default=None,
                    help="sizes/accuracy: training iterations (sizes: 200; accuracy: 120)")
     p.add_argument("--real", default=str(REPO.parent / "shared" / "datasets" /
@@ -92,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.task, 0)
     args.retries = args.retries if args.retries is not None else (0 if q else 1)
     if args.results is None and not q:
-        args.results = str(REPO / "benchmarks" / "RESULTS.md")
+        args.results = str(RESULTS)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
     if args.amp and not args.device.startswith("cuda"):
@@ -101,16 +102,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace):
-    from tumor_det.bench import quality, speed
+def run(args: argparse.Namespace) -> Report:
+    """Run the task, again (up to ``--retries`` times) while other jobs loaded the machine."""
+    import importlib
 
-    fn = {"inference": speed.run_inference, "train": speed.run_train,
-          "profile": speed.run_profile, "sizes": getattr(quality, "run_sizes", None),
-          "accuracy": getattr(quality, "run_accuracy", None)}[args.task]
+    # only the task's module: the speed tasks need none of quality's evaluation libraries
+    module, name = {"inference": ("speed", "run_inference"), "train": ("speed", "run_train"),
+                    "profile": ("profiling", "run_profile"), "sizes": ("quality", "run_sizes"),
+                    "accuracy": ("quality", "run_accuracy")}[args.task]
+    fn = getattr(importlib.import_module(f"benchmarks.{module}"), name)
     for attempt in range(args.retries + 1):
         report = fn(args)
-        busy = getattr(report, "busy", None)
-        if not busy or attempt == args.retries:
+        if not report.busy or attempt == args.retries:
             break
         log(f"1-min load went over {LOAD_LIMIT} during the measurement: running it again")
     if args.opts:
@@ -120,11 +123,6 @@ def run(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--memory-child"]:
-        from tumor_det.bench.speed import memory_child
-
-        memory_child(argv[1:])
-        return 0
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
