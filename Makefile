@@ -27,7 +27,7 @@ $(STAMP): constraints.txt setup.py tools/build_detectron2_wheel.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt setuptools torch torchvision
 	$(PIP) install -q -c constraints.txt "$$($(PY) tools/build_detectron2_wheel.py --cache .cache/detectron2 | tail -n 1)"
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,dicom-gpl]"
 	touch $(STAMP)
 
 clean-env:
