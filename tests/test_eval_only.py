@@ -143,3 +143,20 @@ def test_weights_path_starts_from_that_file(trained, tmp_path):
     assert final[CLS_BIAS].tolist() == [10.0, 0.0]
     for key in ("roi_heads.mask_head.deconv.weight", "backbone.bottom_up.res4.0.conv1.weight"):
         assert torch.equal(final[key], source[key]), key
+
+
+def test_eval_only_with_test_time_augmentation(trained, tmp_path):
+    out = tmp_path / "tta"
+    result = _run(TRAIN_NET + ["--eval-only", "MODEL.WEIGHTS", str(trained["a"])]
+                  + toy_opts(trained["root"], out)
+                  + ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(56, 64)",
+                     "TEST.AUG.MAX_SIZE", "128", "TUMOR.EVAL.COCO", "True"])
+    assert (out / "inference" / "toy_val" / "tumor_metrics_per_image.csv").is_file()
+    assert (out / "inference_TTA" / "toy_val" / "tumor_metrics_per_image.csv").is_file()
+    # plain and TTA evaluations both ran (Detectron2 logs both under the same task names)
+    assert result.stdout.count("copypaste: Task: segm") == 2
+    assert result.stdout.count("copypaste: Task: tumor") == 2
+    # checkpoint a detects on every image, with and without TTA
+    tta = json.loads((out / "inference_TTA" / "toy_val" /
+                      "coco_instances_results.json").read_text())
+    assert {p["image_id"] for p in tta} == {p["image_id"] for p in _predictions(out)}

@@ -19,23 +19,16 @@ import argparse
 
 import tumor_det  # noqa: F401
 from tumor_det.distributed import launch, resolve_backend
-from tumor_det.engine import USAGE_ERRORS, TumorTrainer, check_args, setup
+from tumor_det.engine import USAGE_ERRORS, check_args, evaluate, setup, train
 
 from detectron2.engine import default_argument_parser
 
 
 def main(args):
     cfg = setup(args)
-    if args.eval_only:
-        model = TumorTrainer.build_model(cfg)
-        from tumor_det.checkpoint import TumorCheckpointer
-
-        TumorCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
-        return TumorTrainer.test(cfg, model)
-    trainer = TumorTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    if args.eval_only:  # with TEST.AUG.ENABLED also with test-time augmentation
+        return evaluate(cfg, resume=args.resume)
+    return train(cfg, resume=args.resume)
 
 
 def build_parser() -> argparse.ArgumentParser:

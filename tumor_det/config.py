@@ -7,6 +7,10 @@ import os
 from importlib import resources
 from pathlib import Path
 
+# Registers TumorRCNN (the base config's MODEL.META_ARCHITECTURE) in every process that makes
+# or reads a tumor-det config: the trainer, the predictor, spawned workers.
+from tumor_det import modeling  # noqa: F401
+
 import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -96,6 +100,14 @@ def add_tumor_config(cfg: CN) -> None:
     cfg.TUMOR.BEST_MODE = "max"
     # Compute the loss on DATASETS.TEST every N iterations (0 = off).
     cfg.TUMOR.VAL_LOSS_PERIOD = 0
+
+    # One tumor, one detection: TumorRCNN (and its TTA) merge detections class-agnostically
+    # when their masks overlap with IoU >= IOU or the smaller lies >= CONTAINMENT inside the
+    # other (tumor_det.postprocess.merge_instances).
+    cfg.TUMOR.MERGE = CN()
+    cfg.TUMOR.MERGE.ENABLED = True
+    cfg.TUMOR.MERGE.IOU = 0.5
+    cfg.TUMOR.MERGE.CONTAINMENT = 0.8
 
 
 def get_tumor_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 
 import tumor_det  # noqa: F401
 from tumor_det.checkpoint import TumorCheckpointer
@@ -11,6 +12,7 @@ from tumor_det.config import ConfigError, get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
 from tumor_det.distributed import patch_create_ddp_model
 from tumor_det.evaluation import TumorEvaluator
+from tumor_det.modeling import with_tta
 from tumor_det.weights import WeightsNotFoundError, resolve_weights
 
 import torch
@@ -153,6 +155,17 @@ class TumorTrainer(DefaultTrainer):
                                                use_fast_impl=False))
         return DatasetEvaluators(evaluators)
 
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` with test-time augmentation (``TEST.AUG``, :func:`with_tta`) on
+        ``DATASETS.TEST`` into ``OUTPUT_DIR/inference_TTA/<name>``; keys end in ``_TTA``
+        (Detectron2's ``tools/train_net.py``)."""
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [cls.build_evaluator(cfg, name, output_folder=os.path.join(
+            cfg.OUTPUT_DIR, "inference_TTA", name)) for name in cfg.DATASETS.TEST]
+        res = cls.test(cfg, with_tta(cfg, model), evaluators)
+        return OrderedDict({k + "_TTA": v for k, v in res.items()})
+
 
 def check_args(args):
     """The config of ``args`` (Detectron2's argument parser + ``--weights``), with
@@ -185,3 +198,28 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
+
+
+def evaluate(cfg, resume: bool = False) -> dict:
+    """``--eval-only``: load ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint in
+    ``OUTPUT_DIR``) and evaluate on ``DATASETS.TEST``, also with TTA when
+    ``TEST.AUG.ENABLED``."""
+    model = TumorTrainer.build_model(cfg)
+    TumorCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                     resume=resume)
+    res = TumorTrainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        res.update(TumorTrainer.test_with_TTA(cfg, model))
+    return res
+
+
+def train(cfg, resume: bool = False):
+    """Train (``resume``: from the last checkpoint in ``OUTPUT_DIR``); with
+    ``TEST.AUG.ENABLED`` the final model is also evaluated with TTA, as in Detectron2's
+    ``tools/train_net.py``."""
+    trainer = TumorTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    if cfg.TEST.AUG.ENABLED:
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))])
+    return trainer.train()

@@ -1,0 +1,90 @@
+"""The model: Detectron2's Mask R-CNN with one detection per tumor, and its test-time augmentation.
+
+:class:`TumorRCNN` is ``GeneralizedRCNN`` (same modules, same parameter names, so its
+checkpoints and Detectron2's load into either) whose post-processed output goes through
+:func:`tumor_det.postprocess.merge_instances` when ``TUMOR.MERGE.ENABLED``. Every consumer of
+``model(inputs)`` (``COCOEvaluator``, ``TumorEvaluator``, their CSVs, overlays) sees merged
+instances. ``inference(..., do_postprocess=False)`` returns Detectron2's raw per-RoI output
+unchanged: the merge needs full-image masks.
+
+:func:`with_tta` wraps a model in Detectron2's ``GeneralizedRCNNWithTTA`` (``TEST.AUG``: resized
+and flipped copies, boxes merged by NMS, masks averaged), with the same merge after it.
+
+Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config` imports this module, so
+every process that makes a tumor-det config can build it.
+"""
+
+from __future__ import annotations
+
+from tumor_det.postprocess import merge_instances
+
+from detectron2.config import CfgNode, configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, GeneralizedRCNNWithTTA
+
+__all__ = ["TumorRCNN", "TumorRCNNWithTTA", "with_tta"]
+
+
+class _Merge:
+    """``merge_instances`` with the ``TUMOR.MERGE`` settings (``enabled`` False: a no-op)."""
+
+    def __init__(self, enabled: bool = True, iou: float = 0.5, containment: float = 0.8):
+        self.enabled, self.iou, self.containment = enabled, iou, containment
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> _Merge:
+        merge = cfg.TUMOR.MERGE
+        return cls(merge.ENABLED, merge.IOU, merge.CONTAINMENT)
+
+    def __call__(self, results: list[dict]) -> list[dict]:
+        if self.enabled:
+            for result in results:
+                result["instances"] = merge_instances(result["instances"], self.iou,
+                                                      self.containment)
+        return results
+
+
+@META_ARCH_REGISTRY.register()
+class TumorRCNN(GeneralizedRCNN):
+    """``GeneralizedRCNN`` whose post-processed detections are merged class-agnostically by
+    mask IoU/containment (``TUMOR.MERGE``): one tumor, one detection."""
+
+    @configurable
+    def __init__(self, *, merge_enabled: bool = True, merge_iou: float = 0.5,
+                 merge_containment: float = 0.8, **kwargs):
+        super().__init__(**kwargs)
+        self.merge = _Merge(merge_enabled, merge_iou, merge_containment)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        ret = super().from_config(cfg)
+        merge = _Merge.from_config(cfg)
+        ret.update(merge_enabled=merge.enabled, merge_iou=merge.iou,
+                   merge_containment=merge.containment)
+        return ret
+
+    def inference(self, batched_inputs, detected_instances=None, do_postprocess: bool = True):
+        results = super().inference(batched_inputs, detected_instances, do_postprocess)
+        # Raw outputs (do_postprocess=False: what GeneralizedRCNNWithTTA and TumorPredictor
+        # ask for) have per-RoI masks; the merge needs the pasted full-image ones.
+        return self.merge(results) if do_postprocess else results
+
+
+class TumorRCNNWithTTA(GeneralizedRCNNWithTTA):
+    """Detectron2's ``GeneralizedRCNNWithTTA``, then the ``TUMOR.MERGE`` merge.
+
+    The wrapped model runs with ``do_postprocess=False`` inside TTA (so a :class:`TumorRCNN`
+    does not merge there); the merge runs once on the combined full-image result.
+    """
+
+    def __init__(self, cfg: CfgNode, model, tta_mapper=None, batch_size: int = 3):
+        super().__init__(cfg, model, tta_mapper, batch_size)
+        self.merge = _Merge.from_config(cfg)
+
+    def _inference_one_image(self, input):
+        return self.merge([super()._inference_one_image(input)])[0]
+
+
+def with_tta(cfg: CfgNode, model, batch_size: int = 3) -> TumorRCNNWithTTA:
+    """``model`` (a ``GeneralizedRCNN``, possibly in DDP) with ``cfg.TEST.AUG`` test-time
+    augmentation and ``cfg.TUMOR.MERGE``; call it like the model (eval mode, no grad)."""
+    return TumorRCNNWithTTA(cfg, model, batch_size=batch_size)
