@@ -46,3 +46,17 @@ def test_neighbours_that_touch_stay_apart_and_rules_can_be_off():
     assert len(merge_instances(nested)) == 1
     assert len(merge_instances(nested, iou=0.5, containment=1.1)) == 2  # containment off
     assert len(merge_instances(instances([], []))) == 0
+
+
+def test_low_scores_are_absorbed_but_never_grow_a_kept_mask():
+    # merging everything then applying the score threshold must equal thresholding first
+    stacked = instances([(5, 5, 20, 20), (8, 8, 23, 23), (30, 30, 36, 36)], [0.9, 0.2, 0.1])
+    merged = merge_instances(stacked, iou=0.3, containment=0.8, min_union_score=0.3)
+    assert torch.allclose(merged.scores, torch.tensor([0.9, 0.1]))  # 0.2 absorbed, 0.1 apart
+    assert torch.equal(merged.pred_masks[0], stacked.pred_masks[0])  # not grown by the 0.2
+    kept = merged[merged.scores >= 0.3]
+    first = merge_instances(stacked[stacked.scores >= 0.3], iou=0.3, containment=0.8)
+    assert torch.equal(kept.pred_masks, first.pred_masks)
+    assert torch.equal(kept.pred_boxes.tensor, first.pred_boxes.tensor)
+    grown = merge_instances(stacked, iou=0.3, containment=0.8)  # without the rule it grows
+    assert grown.pred_masks[0].sum() > stacked.pred_masks[0].sum()

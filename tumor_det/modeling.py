@@ -27,19 +27,24 @@ __all__ = ["TumorRCNN", "TumorRCNNWithTTA", "with_tta"]
 class _Merge:
     """``merge_instances`` with the ``TUMOR.MERGE`` settings (``enabled`` False: a no-op)."""
 
-    def __init__(self, enabled: bool = True, iou: float = 0.5, containment: float = 0.8):
+    def __init__(self, enabled: bool = True, iou: float = 0.5, containment: float = 0.8,
+                 min_union_score: float = 0.0):
         self.enabled, self.iou, self.containment = enabled, iou, containment
+        self.min_union_score = min_union_score
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> _Merge:
         merge = cfg.TUMOR.MERGE
-        return cls(merge.ENABLED, merge.IOU, merge.CONTAINMENT)
+        # detections below the operating point are absorbed but never grow a kept mask, so the
+        # evaluators (which threshold after the model) see what TumorPredictor (which
+        # thresholds first, then merges) reports
+        return cls(merge.ENABLED, merge.IOU, merge.CONTAINMENT, cfg.TUMOR.EVAL.SCORE_THRESHOLD)
 
     def __call__(self, results: list[dict]) -> list[dict]:
         if self.enabled:
             for result in results:
                 result["instances"] = merge_instances(result["instances"], self.iou,
-                                                      self.containment)
+                                                      self.containment, self.min_union_score)
         return results
 
 
@@ -50,16 +55,17 @@ class TumorRCNN(GeneralizedRCNN):
 
     @configurable
     def __init__(self, *, merge_enabled: bool = True, merge_iou: float = 0.5,
-                 merge_containment: float = 0.8, **kwargs):
+                 merge_containment: float = 0.8, merge_min_union_score: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.merge = _Merge(merge_enabled, merge_iou, merge_containment)
+        self.merge = _Merge(merge_enabled, merge_iou, merge_containment, merge_min_union_score)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
         ret = super().from_config(cfg)
         merge = _Merge.from_config(cfg)
         ret.update(merge_enabled=merge.enabled, merge_iou=merge.iou,
-                   merge_containment=merge.containment)
+                   merge_containment=merge.containment,
+                   merge_min_union_score=merge.min_union_score)
         return ret
 
     def inference(self, batched_inputs, detected_instances=None, do_postprocess: bool = True):

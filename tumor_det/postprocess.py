@@ -3,7 +3,7 @@
 Mask R-CNN's NMS works per class on boxes, so one tumor can come out as several stacked
 detections (a large box and smaller ones inside it, or the same outline under two tumor types).
 :func:`merge_instances` merges them class-agnostically by their masks. Detectron2 has no such
-step (its NMS is box-based and per class), hence this small function.
+step (its NMS is box-based and per class), hence these small functions.
 """
 
 from __future__ import annotations
@@ -12,49 +12,58 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 
-def merge_instances(instances: Instances, iou: float = 0.5, containment: float = 0.8
-                    ) -> Instances:
+def merge_groups(masks: torch.Tensor, scores: torch.Tensor, iou: float = 0.5,
+                 containment: float = 0.8, min_union_score: float = 0.0) -> list[list[int]]:
+    """Which detections merge: groups of indices into ``masks`` (N, H, W), one per kept
+    detection, the kept (highest-scoring) one first, groups ordered by that score.
+
+    A detection joins the first kept, higher-scoring one whose mask it overlaps with IoU >=
+    ``iou`` or of whose smaller mask >= ``containment`` lies inside the other. A detection
+    scoring below ``min_union_score`` is absorbed (dropped) all the same, but is not listed in
+    the group, so it never grows a kept mask: merging then thresholding gives the same as
+    thresholding then merging. ``iou`` or ``containment`` above 1 turn that rule off.
+    """
+    order = torch.argsort(scores, descending=True).tolist()
+    flat = masks.flatten(1).float()
+    inter = flat @ flat.T  # N x N pixel counts, without an N x N x H x W tensor
+    area = inter.diagonal()
+    mask_iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1)
+    contained = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1)
+    overlaps = (mask_iou >= iou) | (contained >= containment)
+    groups: list[list[int]] = []
+    for i in order:
+        group = next((g for g in groups if overlaps[g[0], i]), None)
+        if group is None:
+            groups.append([i])
+        elif scores[i] >= min_union_score:
+            group.append(i)
+    return groups
+
+
+def merge_instances(instances: Instances, iou: float = 0.5, containment: float = 0.8,
+                    min_union_score: float = 0.0) -> Instances:
     """Merge detections whose masks overlap (class-agnostic), highest score first.
 
-    A detection joins a kept, higher-scoring one when their mask IoU is at least ``iou`` or when
-    at least ``containment`` of the smaller mask lies inside the other. The kept detection keeps
-    its score and class, its mask becomes the union, and its box the union mask's box. Needs
+    The rule is :func:`merge_groups`'. The kept detection keeps its score and class, its mask
+    becomes the union of its group's masks, and its box the union mask's box. Needs
     ``pred_masks`` as full-image bool/0-1 masks (Detectron2's post-processed output); instances
-    without masks are returned unchanged. ``iou`` or ``containment`` above 1 turn that rule off.
+    without masks are returned unchanged. The result is ordered by score.
     """
     if len(instances) < 2 or not instances.has("pred_masks"):
         return instances
-    order = torch.argsort(instances.scores, descending=True)
-    instances = instances[order]
-    masks = instances.pred_masks.bool().flatten(1)
-    area = masks.sum(dim=1).float()
-    inter = (masks[:, None, :] & masks[None, :, :]).sum(dim=2).float()
-    union = area[:, None] + area[None, :] - inter
-    mask_iou = inter / union.clamp(min=1)
-    contained = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1)
-    overlaps = (mask_iou >= iou) | (contained >= containment)
-
-    owner = list(range(len(instances)))  # index of the kept detection each one joins
-    kept: list[int] = []
-    for i in range(len(instances)):
-        target = next((k for k in kept if overlaps[k, i]), None)
-        if target is None:
-            kept.append(i)
-        else:
-            owner[i] = target
-    if len(kept) == len(instances):
-        return instances
-    merged = instances[kept]
     full = instances.pred_masks.bool()
-    union_masks = torch.stack([full[[i for i in range(len(owner)) if owner[i] == k]].any(dim=0)
-                               for k in kept])
+    groups = merge_groups(full, instances.scores, iou, containment, min_union_score)
+    merged = instances[[g[0] for g in groups]]
+    if all(len(g) == 1 for g in groups):
+        return merged
+    union_masks = torch.stack([full[g].any(dim=0) for g in groups])
     merged.pred_masks = union_masks.to(instances.pred_masks.dtype)
     if merged.has("pred_boxes"):
-        merged.pred_boxes = Boxes(_mask_boxes(union_masks, merged.pred_boxes.tensor))
+        merged.pred_boxes = Boxes(mask_boxes(union_masks, merged.pred_boxes.tensor))
     return merged
 
 
-def _mask_boxes(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def mask_boxes(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """XYXY boxes (pixel edges) of bool masks (N, H, W); an empty mask keeps its ``boxes`` row."""
     boxes = boxes.clone()
     for n, mask in enumerate(masks):
