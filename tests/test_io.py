@@ -138,6 +138,31 @@ def test_dicom_series_reads_a_volume_and_writes_nifti(tmp_path):
     assert int(back.header["qform_code"]) == int(back.header["sform_code"]) == 1  # scanner
 
 
+def test_nifti_label_maps_and_probability_maps_keep_their_values(tmp_path):
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), affine), tmp_path / "scan.nii.gz")
+    volume = READERS["nifti"].read(tmp_path / "scan.nii.gz")
+    labels = np.arange(6 * 5 * 4, dtype=np.int32).reshape(6, 5, 4) * 3  # up to 357 > 255
+    probs = np.linspace(0, 1, 6 * 5 * 4, dtype=np.float64).reshape(6, 5, 4)
+    for name, data, dtype in (("labels", labels, np.uint16), ("small", labels % 200, np.uint8),
+                              ("probs", probs, np.float32), ("mask", labels > 50, np.uint8)):
+        out = READERS["nifti"].write_seg(data, tmp_path / f"{name}.nii.gz", volume)
+        back = nib.load(out)
+        assert back.get_data_dtype() == dtype, name
+        np.testing.assert_array_equal(np.asanyarray(back.dataobj), data.astype(dtype))
+        np.testing.assert_allclose(back.affine, affine)
+
+
+def test_dicom_series_remembers_the_file_of_each_slice(tmp_path):
+    zs = make_dicom_series(tmp_path / "s", n=4)
+    files = sorted((tmp_path / "s").iterdir())  # names are not in position order
+    series = READERS["dicom_series"].read(*files)
+    depths = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in series.files]
+    assert depths == pytest.approx(zs) and sorted(series.files) == files
+    for k, path in enumerate(series.files):
+        np.testing.assert_array_equal(series.data[:, :, k], pydicom.dcmread(path).pixel_array.T)
+
+
 def test_video_reader_iterates_frames_once(tmp_path):
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (32, 24))

@@ -195,3 +195,35 @@ def test_predictor_refuses_an_untrained_model():
 
     with pytest.raises(UntrainedModelError, match="no model weights.*allow-untrained"):
         TumorPredictor(get_tumor_cfg(None, FAST))
+
+
+def old_path(predictor: TumorPredictor, images: list[np.ndarray]) -> list[Instances]:
+    """What run_model did before post-processing moved out of the model: ``model(inputs)``."""
+    inputs = predictor.model_inputs(images)
+    with torch.inference_mode():
+        return [out["instances"].to("cpu") for out in predictor.model(inputs)]
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_postprocessing_keeps_the_models_own_masks(merge):
+    torch.manual_seed(0)
+    cfg = get_tumor_cfg(None, [*FAST, "TUMOR.MERGE.ENABLED", str(merge)])
+    assert cfg.MODEL.META_ARCHITECTURE == "TumorRCNN"  # model(inputs) merges when told to
+    predictor = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+    images = [np.random.randint(0, 256, (48, 40, 3), np.uint8) for _ in range(2)]
+    new = predictor.run_model(images)
+    inputs = predictor.model_inputs(images)
+    with_probs = predictor.postprocess(predictor.raw_outputs(inputs), inputs, probabilities=True)
+    total = 0
+    for a, b, p in zip(new, old_path(predictor, images), with_probs, strict=True):
+        total += len(a)
+        assert len(a) == len(b)
+        torch.testing.assert_close(a.scores, b.scores)
+        torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        assert torch.equal(a.pred_masks, b.pred_masks)  # pixel for pixel
+        # the probabilities (0-255, truncated) agree with the 0.5 threshold of the masks
+        assert torch.equal(p.pred_masks, a.pred_masks) and p.mask_probs.dtype == torch.uint8
+        assert (p.mask_probs >= 128)[~a.pred_masks].sum() == 0
+        assert (p.mask_probs[a.pred_masks] >= 127).all()
+    assert total > 0  # random weights, threshold 0: detections to compare

@@ -202,3 +202,84 @@ def test_untrained_model_is_refused_unless_allowed(tmp_path):
     allowed = splash("--input", image, "--output", str(tmp_path / "out"))
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "out" / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_dicom_series_gets_a_dicom_seg_and_lesion_outputs(tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    make_dicom_series(tmp_path / "series", n=3)
+    out = tmp_path / "out"
+    res = splash("--input", str(tmp_path / "series"), "--output", str(out),
+                 "--confidence-threshold", "0", "--single-slice-min-score", "0",
+                 "--save-probabilities")
+    assert res.returncode == 0, res.stderr
+    mask = np.asanyarray(nib.load(str(out / "series_mask.nii.gz")).dataobj).astype(bool)
+    assert mask.any()  # random weights, threshold 0
+    # instance labels: ids 1..N, one per lesion of series_lesions.csv (by score)
+    labels = nib.load(str(out / "series_instances.nii.gz"))
+    ids = np.asanyarray(labels.dataobj)
+    np.testing.assert_allclose(labels.affine, nib.load(str(out / "series_mask.nii.gz")).affine)
+    np.testing.assert_array_equal(ids > 0, mask)
+    with (out / "series_lesions.csv").open() as f:
+        lesions = list(csv.DictReader(f))
+    row = rows(out)["series"]
+    assert int(row["tumors"]) == len(lesions) == ids.max()
+    assert [int(r["id"]) for r in lesions] == list(range(1, len(lesions) + 1))
+    scores = [float(r["score"]) for r in lesions]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r["class"] == "tumor" and r["category_id"] == "1" for r in lesions)
+    for r in lesions:
+        assert int(r["voxels"]) == int((ids == int(r["id"])).sum())
+    assert sum(float(r["volume_ml"]) for r in lesions) == pytest.approx(
+        float(row["volume_ml"]), abs=1e-3)
+    assert not (out / "series_classes.nii.gz").exists()  # one class
+    # probabilities: float 0-1, >= 0.5 exactly on the mask (nothing dropped here)
+    probs = np.asanyarray(nib.load(str(out / "series_probabilities.nii.gz")).dataobj)
+    assert probs.dtype == np.float32 and probs.shape == mask.shape
+    assert 0 <= probs.min() and probs.max() <= 1
+    assert (probs[mask] >= 127 / 255 - 1e-6).all() and (probs[~mask] < 128 / 255).all()
+    # the DICOM-SEG: every source slice's frame is the mask of that slice
+    files = sorted((tmp_path / "series").iterdir())
+    sources = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f) for f in files}
+    seg = hd.seg.segread(out / "series_seg.dcm")
+    assert seg.SegmentationType == "BINARY" and seg.number_of_segments == 1
+    assert seg.get_segment_description(1).segment_label == "tumor"
+    depth = {uid: float(ds.ImagePositionPatient[2]) for uid, ds in sources.items()}
+    uids = sorted(sources, key=depth.get)  # the volume's slice order
+    pixels = seg.get_pixels_by_source_instance(uids, combine_segments=True)
+    for k in range(len(uids)):
+        np.testing.assert_array_equal(pixels[k], mask[:, :, k].T)
+    assert (out / "series_seg_probabilities.dcm").is_file()
+
+
+@pytest.mark.slow
+def test_ensemble_of_two_class_models_without_dicom_seg(tmp_path):
+    from tumor_det.config import get_tumor_cfg
+
+    import torch
+    from detectron2.modeling import build_model
+
+    two = ["MODEL.ROI_HEADS.NUM_CLASSES", "2"]
+    weights = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        weights.append(str(tmp_path / f"fold{seed}.pth"))
+        torch.save({"model": build_model(get_tumor_cfg(None, FAST + two)).state_dict()},
+                   weights[-1])
+    make_dicom_series(tmp_path / "series", n=3)
+    out = tmp_path / "out"
+    res = splash("--input", str(tmp_path / "series"), "--output", str(out),
+                 "--confidence-threshold", "0", "--no-dicom-seg", "--weights", *weights,
+                 opts=FAST + two)
+    assert res.returncode == 0, res.stderr
+    assert "ensemble of 2 models" in res.stdout + res.stderr
+    assert not (out / "series_seg.dcm").exists()
+    ids = np.asanyarray(nib.load(str(out / "series_instances.nii.gz")).dataobj)
+    classes = np.asanyarray(nib.load(str(out / "series_classes.nii.gz")).dataobj)
+    np.testing.assert_array_equal(classes > 0, ids > 0)
+    assert set(np.unique(classes)) <= {0, 1, 2}  # dataset category ids: class index + 1
+    with (out / "series_lesions.csv").open() as f:
+        for r in csv.DictReader(f):
+            assert set(classes[ids == int(r["id"])]) == {int(r["category_id"])}

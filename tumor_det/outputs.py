@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ import cv2
 import numpy as np
 
 CSV_FIELDS = ("file", "kind", "tumors", "scores", "area_px", "area_mm2", "volume_ml", "slices")
+#: ``<stem>_lesions.csv``: one row per 3D lesion (centroid in RAS+ mm).
+LESION_FIELDS = ("id", "class", "category_id", "score", "voxels", "volume_ml", "slices",
+                 "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
 
 
 class OutputError(Exception):
@@ -67,12 +70,14 @@ def write_json(path: Path, obj: Any, guard: OutputGuard | None = None) -> Path:
     return write_bytes(path, json.dumps(obj, indent=1).encode(), guard)
 
 
-def write_csv(path: Path, rows: Iterable[dict], guard: OutputGuard | None = None) -> Path:
+def write_csv(path: Path, rows: Iterable[dict], guard: OutputGuard | None = None,
+              fields: Sequence[str] = CSV_FIELDS) -> Path:
+    """``fields`` columns (default: results.csv's); a missing or None value is empty."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
     return write_bytes(path, buf.getvalue().encode(), guard)
 
 

@@ -9,7 +9,7 @@ step (its NMS is box-based and per class), hence these small functions.
 from __future__ import annotations
 
 import torch
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 
 
 def merge_groups(masks: torch.Tensor, scores: torch.Tensor, iou: float = 0.5,
@@ -44,31 +44,30 @@ def merge_instances(instances: Instances, iou: float = 0.5, containment: float =
                     min_union_score: float = 0.0) -> Instances:
     """Merge detections whose masks overlap (class-agnostic), highest score first.
 
-    The rule is :func:`merge_groups`'. The kept detection keeps its score and class, its mask
-    becomes the union of its group's masks, and its box the union mask's box. Needs
+    The rule is :func:`merge_groups`'; :func:`apply_groups` builds the result. Needs
     ``pred_masks`` as full-image bool/0-1 masks (Detectron2's post-processed output); instances
     without masks are returned unchanged. The result is ordered by score.
     """
     if len(instances) < 2 or not instances.has("pred_masks"):
         return instances
-    full = instances.pred_masks.bool()
-    groups = merge_groups(full, instances.scores, iou, containment, min_union_score)
+    groups = merge_groups(instances.pred_masks.bool(), instances.scores, iou, containment,
+                          min_union_score)
+    return apply_groups(instances, groups)
+
+
+def apply_groups(instances: Instances, groups: list[list[int]]) -> Instances:
+    """One detection per group (:func:`merge_groups`): the first member's score, class and other
+    fields; the union of the members' masks; the union mask's box (the first member's box when
+    that mask is empty)."""
     merged = instances[[g[0] for g in groups]]
     if all(len(g) == 1 for g in groups):
         return merged
+    full = instances.pred_masks.bool()
     union_masks = torch.stack([full[g].any(dim=0) for g in groups])
     merged.pred_masks = union_masks.to(instances.pred_masks.dtype)
     if merged.has("pred_boxes"):
-        merged.pred_boxes = Boxes(mask_boxes(union_masks, merged.pred_boxes.tensor))
+        boxes = BitMasks(union_masks).get_bounding_boxes().tensor.to(merged.pred_boxes.tensor)
+        empty = ~union_masks.flatten(1).any(dim=1)
+        boxes[empty] = merged.pred_boxes.tensor[empty]
+        merged.pred_boxes = Boxes(boxes)
     return merged
-
-
-def mask_boxes(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """XYXY boxes (pixel edges) of bool masks (N, H, W); an empty mask keeps its ``boxes`` row."""
-    boxes = boxes.clone()
-    for n, mask in enumerate(masks):
-        ys = torch.nonzero(mask.any(dim=1)).flatten()
-        xs = torch.nonzero(mask.any(dim=0)).flatten()
-        if len(xs):
-            boxes[n] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=boxes.dtype)
-    return boxes

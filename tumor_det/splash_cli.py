@@ -4,7 +4,10 @@ The command line only: inputs are found by :func:`tumor_det.io.expand_inputs`, p
 :func:`tumor_det.splash_run.run` and written by :class:`tumor_det.splash_sink.SplashSink`.
 
 Outputs in ``--output`` per 2D input: ``<stem>_splash.png``, ``<stem>_overlay.png``,
-``<stem>_mask.png``; per volume: ``<stem>_mask.nii.gz`` and ``<stem>_splash.mp4``; per video:
+``<stem>_mask.png``; per volume: ``<stem>_mask.nii.gz``, ``<stem>_instances.nii.gz``,
+``<stem>_classes.nii.gz`` (several classes), ``<stem>_probabilities.nii.gz``
+(``--save-probabilities``), ``<stem>_lesions.csv``, ``<stem>_splash.mp4`` and for a DICOM series
+``<stem>_seg.dcm`` (DICOM-SEG; ``--no-dicom-seg`` turns it off); per video:
 ``<stem>_splash.mp4``; for the whole run ``results.json`` (COCO results, RLE masks) and
 ``results.csv`` (one row per input). Exit status: 0 when at least one input was processed,
 1 when none could be, 2 for a usage error (no such input, bad config or weights).
@@ -19,7 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.export import BACKENDS, ExportError
 from tumor_det.io import UsageError, expand_inputs
+from tumor_det.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
 from tumor_det.outputs import OutputError, OutputGuard
 from tumor_det.predictor import TumorPredictor, check_weights
 from tumor_det.splash import RED
@@ -51,17 +56,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                    help="minimum score of a tumor (default: the config's "
                    "TUMOR.EVAL.SCORE_THRESHOLD, the operating point it was evaluated at)")
-    p.add_argument("--weights", metavar="W",
+    p.add_argument("--weights", nargs="+", metavar="W",
                    help="checkpoint file, or last (the last checkpoint in OUTPUT_DIR); sets "
-                   "MODEL.WEIGHTS")
+                   "MODEL.WEIGHTS. Several files (e.g. one per cross-validation fold) make an "
+                   "ensemble: each model runs and their detections are fused")
     p.add_argument("--allow-untrained", action="store_true",
                    help="run even without weights (a random model: for tests and speed "
                    "benchmarks only; its 'tumors' mean nothing)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B",
                    help="images, slices or frames per forward pass (default: %(default)s)")
     p.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="what runs the network: torch (a .pth checkpoint), torchscript "
+                   "(model.ts) or onnxruntime (model.onnx) from tools/export_model.py, given "
+                   "with --weights (default: by the --weights file's suffix)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch backend: fold the norm layers into the convolutions and keep "
+                   "the weights channels_last (same answers up to float rounding; default: on)")
+    p.add_argument("--bf16", action="store_true",
+                   help="torch backend: bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX; "
+                   "scores move by ~1e-3)")
+    p.add_argument("--all-slices", action="store_true",
+                   help="run every slice of a volume (default: slices without anatomy, e.g. "
+                   "air above the head, are not run and get no tumor)")
     p.add_argument("--tint", action="store_true",
                    help="tint the tumor red in splashes (grey MRI has no colour to keep)")
+    p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=True,
+                   help="write <stem>_seg.dcm (DICOM-SEG referencing the series) for DICOM "
+                   "series inputs (default: on)")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write <stem>_probabilities.nii.gz (float 0-1: per voxel the highest "
+                   "mask probability; and a FRACTIONAL DICOM-SEG for a DICOM series)")
+    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
+                   help="drop 3D lesions smaller than this (mL; default: %(default)s)")
+    p.add_argument("--single-slice-min-score", type=float, default=SINGLE_SLICE_MIN_SCORE,
+                   metavar="S", help="drop a 3D lesion seen on one slice only when its score is "
+                   "below this (default: %(default)s; 0 keeps them)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides")
     p.add_argument("opts_tail", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -69,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def split_opts(inputs: list[str]) -> tuple[list[str], list[str]]:
-    """Split trailing ``KEY VALUE`` overrides off ``--input`` (argparse cannot tell them apart)."""
+    """Split trailing ``KEY VALUE`` overrides off ``--input`` or ``--weights`` (argparse cannot
+    tell them apart)."""
     for i, item in enumerate(inputs):
         if CONFIG_KEY.match(item) and not Path(item).exists():
             return inputs[:i], inputs[i:]
@@ -87,18 +118,22 @@ def setup_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     inputs, opts = split_opts(list(args.input))
-    opts += list(args.opts) + list(args.opts_tail)
+    weight_args, weight_opts = split_opts(list(args.weights or []))  # --weights W last, then KEYs
+    opts += weight_opts + list(args.opts) + list(args.opts_tail)
     try:
         sources = expand_inputs(inputs, args.video_input)
         if len(opts) % 2:
             raise UsageError(f"config overrides must be KEY VALUE pairs, got {opts}")
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if args.min_lesion_ml < 0:
+            raise UsageError("--min-lesion-ml must not be negative")
         cfg = get_tumor_cfg(args.config_file, opts)
-        if args.weights is not None:
-            cfg.MODEL.WEIGHTS = args.weights
-        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
-        check_weights(cfg.MODEL.WEIGHTS, args.allow_untrained)  # before any model is built
+        weights = [resolve_weights(w, cfg.OUTPUT_DIR)
+                   for w in (weight_args or [cfg.MODEL.WEIGHTS])]
+        for w in weights:
+            check_weights(w, args.allow_untrained)  # before any model is built
+        cfg.MODEL.WEIGHTS = weights[0]
     except (UsageError, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
         # yacs reports an unknown override key with an AssertionError, a file key with KeyError
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
@@ -112,13 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = t
 
     setup_logging()
-    predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16,
-                               allow_untrained=args.allow_untrained)
+    try:
+        predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16,
+                                   allow_untrained=args.allow_untrained, weights=weights,
+                                   probabilities=args.save_probabilities, backend=args.backend,
+                                   fuse=args.fast, channels_last=args.fast, bf16=args.bf16,
+                                   skip_empty=not args.all_slices)
+    except (ExportError, ValueError) as exc:  # a backend that cannot run these weights
+        print(f"splash.py: error: {exc}", file=sys.stderr)
+        return 2
     output = Path(args.output)
     guard = OutputGuard(p for s in sources for p in s.paths)
     sink = SplashSink(output, guard, *class_metadata(predictor.cfg),
-                      tint=RED if args.tint else None)
-    run(predictor, sources, sink, args.batch_size)
+                      tint=RED if args.tint else None, dicom_seg=args.dicom_seg,
+                      save_probabilities=args.save_probabilities)
+    rules = LesionRules(args.min_lesion_ml, args.single_slice_min_score)
+    run(predictor, sources, sink, args.batch_size, rules)
     report = sink.report
     if report.rows:
         try:
@@ -139,5 +183,8 @@ def print_summary(report: Report, output: Path) -> None:
     if report.skipped:
         print("\nskipped:")
         print(tabulate(report.skipped, headers=["input", "reason"], tablefmt="simple"))
+    if report.warnings:
+        print("\nwarnings:")
+        print(tabulate(report.warnings, headers=["input", "warning"], tablefmt="simple"))
     if not report.rows:
         print("\nnothing could be processed", file=sys.stderr)

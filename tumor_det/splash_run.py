@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from tumor_det.batching import batched
 from tumor_det.geometry import Volume
 from tumor_det.io import KINDS_2D, InputError, Source, Video, reader_for
+from tumor_det.lesions import LesionRules
 from tumor_det.outputs import OutputError
 from tumor_det.predictor import TumorPrediction, TumorPredictor, VolumePrediction
 
@@ -40,7 +41,8 @@ class ImageResult:
 
 @dataclass
 class VolumeResult:
-    """A NIfTI volume or DICOM series and its prediction (mask in the volume's grid)."""
+    """A NIfTI volume or DICOM series (a :class:`~tumor_det.io.dicom.DicomSeries`) and its
+    prediction (masks in the volume's grid)."""
 
     source: Source
     volume: Volume
@@ -79,10 +81,13 @@ def predict_images(predictor: TumorPredictor, sources: Iterable[Source], batch_s
             yield ImageResult(src, pred)
 
 
-def predict_volume(predictor: TumorPredictor, source: Source, batch_size: int) -> VolumeResult:
-    """Read a NIfTI volume or DICOM series and predict it slice by slice."""
+def predict_volume(predictor: TumorPredictor, source: Source, batch_size: int,
+                   rules: LesionRules | None = None) -> VolumeResult:
+    """Read a NIfTI volume or DICOM series, predict it slice by slice, keep the lesions that
+    pass ``rules``."""
     volume = reader_for(source.kind).read(*source.paths)
-    return VolumeResult(source, volume, predictor.predict_volume(volume, batch_size=batch_size))
+    return VolumeResult(source, volume,
+                        predictor.predict_volume(volume, batch_size=batch_size, rules=rules))
 
 
 def predict_video(predictor: TumorPredictor, source: Source, batch_size: int) -> VideoResult:
@@ -94,10 +99,11 @@ def predict_video(predictor: TumorPredictor, source: Source, batch_size: int) ->
 
 
 def run(predictor: TumorPredictor, sources: Sequence[Source], sink: SplashSink,
-        batch_size: int = 4) -> None:
+        batch_size: int = 4, rules: LesionRules | None = None) -> None:
     """2D inputs in batches, then volumes and videos; every output goes to ``sink``.
 
-    A source that cannot be read, predicted or written is skipped with the reason.
+    A source that cannot be read, predicted or written is skipped with the reason. ``rules``
+    filter the 3D lesions of volumes (default :class:`~tumor_det.lesions.LesionRules`).
     """
     batch_size = max(1, batch_size)
     images = [s for s in sources if s.kind in KINDS_2D]
@@ -121,7 +127,7 @@ def run(predictor: TumorPredictor, sources: Sequence[Source], sink: SplashSink,
                 if src.kind == "video":
                     sink.write_video(predict_video(predictor, src, batch_size))
                 else:
-                    sink.write_volume(predict_volume(predictor, src, batch_size))
+                    sink.write_volume(predict_volume(predictor, src, batch_size, rules))
             except (InputError, OutputError, OSError) as exc:
                 sink.skip(src.path, str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad scan must not end the run

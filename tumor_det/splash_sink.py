@@ -1,8 +1,14 @@
-"""Where splash results go: images, masks, videos, results.json and results.csv.
+"""Where splash results go: images, masks, label maps, DICOM-SEG, videos and the run's tables.
 
 :class:`SplashSink` names the outputs of each input (``<stem>_...``, made unique within a run),
 writes them atomically and never over an input (:class:`~tumor_det.outputs.OutputGuard`), and
-collects the COCO records, the CSV rows and the skip reasons of the run (:class:`Report`).
+collects the COCO records, the CSV rows, the skip reasons and warnings of the run
+(:class:`Report`). A volume gets, in the input's grid: ``<stem>_mask.nii.gz`` (0/1),
+``<stem>_instances.nii.gz`` (lesion ids 1..N by score), ``<stem>_classes.nii.gz`` (dataset
+category id of each lesion's class; models with several classes), ``<stem>_probabilities.nii.gz``
+(``save_probabilities``), ``<stem>_lesions.csv``, ``<stem>_splash.mp4``; a DICOM series also
+``<stem>_seg.dcm`` (BINARY DICOM-SEG, a segment per class) and with probabilities
+``<stem>_seg_probabilities.dcm`` (FRACTIONAL).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tumor_det.io import InputError, reader_for
+from tumor_det.io.dicom import DicomSeries
 from tumor_det.outputs import (
+    LESION_FIELDS,
     OutputGuard,
     VideoWriter,
     coco_records,
@@ -54,6 +62,7 @@ class Report:
     rows: list[dict] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # an output left out
 
 
 def _scores(scores: list[float]) -> str:
@@ -69,12 +78,15 @@ class SplashSink:
 
     def __init__(self, output: Path, guard: OutputGuard, class_names: list[str],
                  category_ids: dict[int, int] | None = None,
-                 tint: tuple[int, int, int] | None = None):
+                 tint: tuple[int, int, int] | None = None, dicom_seg: bool = True,
+                 save_probabilities: bool = False):
         self.output = Path(output)
         self.guard = guard
         self.class_names = class_names
         self.category_ids = category_ids
         self.tint = tint
+        self.dicom_seg = dicom_seg
+        self.save_probabilities = save_probabilities
         self.report = Report()
         self._stems: set[str] = set()
         self._image_id = 0
@@ -102,6 +114,13 @@ class SplashSink:
     def _write_seg(self, result, mask: np.ndarray, path: Path, like) -> None:
         reader_for(result.source.kind).write_seg(mask, self.guard.check(path), like)
 
+    def category_id(self, class_index: int) -> int:
+        return (self.category_ids or {}).get(class_index, class_index + 1)
+
+    def _class_name(self, class_index: int) -> str:
+        names = self.class_names
+        return names[class_index] if 0 <= class_index < len(names) else str(class_index)
+
     def write_image(self, result: ImageResult) -> None:
         """``<stem>_splash.png``, ``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255)."""
         src, pred = result.source, result.prediction
@@ -123,23 +142,24 @@ class SplashSink:
         })
 
     def write_volume(self, result: VolumeResult) -> None:
-        """``<stem>_mask.nii.gz`` in the input's grid; ``<stem>_splash.mp4``, a frame a slice."""
+        """The volume's NIfTI maps, lesion table, DICOM-SEG (DICOM series) and splash video."""
         src, pred = result.source, result.prediction
         stem = self.unique_stem(src.stem)
-        self._write_seg(result, pred.mask, self.output / f"{stem}_mask.nii.gz", result.volume)
-        first = pred.slices[0].image
-        scale = display_scale(first.shape)
-        size = video_frame(first, scale).shape[1::-1]
-        writer = VideoWriter(self.output / f"{stem}_splash.mp4", VOLUME_FPS, size, self.guard)
-        ok = False
-        try:
-            n = len(pred.slices)
-            for k, sl in enumerate(pred.slices):
-                splash = color_splash(sl.image, sl.mask, self.tint)
-                writer.write(video_frame(splash, scale, f"slice {k + 1}/{n}"))
-            ok = True
-        finally:
-            writer.close(ok)
+        out = self.output
+        self._write_seg(result, pred.mask, out / f"{stem}_mask.nii.gz", result.volume)
+        self._write_seg(result, pred.labels, out / f"{stem}_instances.nii.gz", result.volume)
+        if len(self.class_names) > 1:
+            self._write_seg(result, pred.lesion_map.class_map(
+                {c: self.category_id(c) for c in range(len(self.class_names))}),
+                out / f"{stem}_classes.nii.gz", result.volume)
+        if self.save_probabilities and pred.probabilities is not None:
+            self._write_seg(result, pred.probabilities, out / f"{stem}_probabilities.nii.gz",
+                            result.volume)
+        write_csv(out / f"{stem}_lesions.csv", self.lesion_rows(pred), self.guard,
+                  LESION_FIELDS)
+        if self.dicom_seg and isinstance(result.volume, DicomSeries):
+            self.write_dicom_seg(result, stem)
+        self._write_volume_video(pred, out / f"{stem}_splash.mp4")
         image_id = self._next_id()
         for k, sl in enumerate(pred.slices):
             self._records(sl, image_id, src, slice=k)
@@ -151,6 +171,51 @@ class SplashSink:
         })
         logger.info("%s: %d tumor(s), %.3f mL, slices %s", src.path, pred.num_tumors,
                     pred.volume_ml, rng or "-")
+
+    def lesion_rows(self, pred) -> list[dict]:
+        """``<stem>_lesions.csv`` rows: one per lesion, in id order."""
+        return [{
+            "id": les.id, "class": self._class_name(les.class_index),
+            "category_id": self.category_id(les.class_index), "score": round(les.score, 5),
+            "voxels": les.voxels, "volume_ml": round(les.volume_ml, 4),
+            "slices": _range(les.slices), "centroid_x_mm": les.centroid_mm[0],
+            "centroid_y_mm": les.centroid_mm[1], "centroid_z_mm": les.centroid_mm[2],
+        } for les in pred.lesions]
+
+    def write_dicom_seg(self, result: VolumeResult, stem: str) -> None:
+        """``<stem>_seg.dcm`` (BINARY, a segment per class) and, with probabilities,
+        ``<stem>_seg_probabilities.dcm`` (FRACTIONAL); a failure is a warning, not a skip."""
+        from tumor_det.io.dicom_seg import write_dicom_seg, write_probability_seg
+
+        pred, series = result.prediction, result.volume
+        segments = pred.lesion_map.class_map({c: c + 1 for c in range(len(self.class_names))})
+        try:
+            write_dicom_seg(segments, self.guard.check(self.output / f"{stem}_seg.dcm"),
+                            series, self.class_names)
+            if self.save_probabilities and pred.probabilities is not None:
+                write_probability_seg(
+                    pred.probabilities,
+                    self.guard.check(self.output / f"{stem}_seg_probabilities.dcm"), series)
+        except (ValueError, TypeError, AttributeError, InputError) as exc:
+            # highdicom refuses sources it cannot reference (no FrameOfReferenceUID, ...)
+            logger.warning("%s: no DICOM-SEG: %s", result.source.path, exc)
+            self.report.warnings.append((str(result.source.path), f"no DICOM-SEG: {exc}"))
+
+    def _write_volume_video(self, pred, path: Path) -> None:
+        """One frame per display slice."""
+        first = pred.slices[0].image
+        scale = display_scale(first.shape)
+        size = video_frame(first, scale).shape[1::-1]
+        writer = VideoWriter(path, VOLUME_FPS, size, self.guard)
+        ok = False
+        try:
+            n = len(pred.slices)
+            for k, sl in enumerate(pred.slices):
+                splash = color_splash(sl.image, sl.mask, self.tint)
+                writer.write(video_frame(splash, scale, f"slice {k + 1}/{n}"))
+            ok = True
+        finally:
+            writer.close(ok)
 
     def write_video(self, result: VideoResult) -> None:
         """``<stem>_splash.mp4``: the input's size and frame rate, one splash per frame."""

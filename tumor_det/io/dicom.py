@@ -6,19 +6,22 @@ inverted. A series' slices are sorted along the normal n = row cosine x column c
 (i, j, k) = (column, row, slice). DICOM positions are LPS+ (x to the patient's left, y to
 posterior) and NIfTI's RAS+: the LPS affine has columns ``rowcos * PixelSpacing[1]``,
 ``colcos * PixelSpacing[0]``, the step between slice positions and the first slice's
-``ImagePositionPatient``; the RAS affine is ``diag(-1, -1, 1, 1) @ affine_lps``.
+``ImagePositionPatient``; the RAS affine is ``diag(-1, -1, 1, 1) @ affine_lps``. A series is
+read as a :class:`DicomSeries`, a volume that remembers the file of each slice (what a DICOM-SEG
+of it references: :mod:`tumor_det.io.dicom_seg`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tumor_det.geometry import LPS_TO_RAS, Volume
 from tumor_det.io.base import Image2D, InputError, ReaderWriter
 from tumor_det.io.image2d import write_mask_png
-from tumor_det.io.nifti import write_nifti_mask
+from tumor_det.io.nifti import write_nifti
 
 import numpy as np
 
@@ -98,7 +101,15 @@ def _position(ds) -> np.ndarray | None:
     return np.array([float(v) for v in ipp]) if ipp is not None and len(ipp) == 3 else None
 
 
-def load_dicom_series(files: Sequence[Path]) -> Volume:
+@dataclass
+class DicomSeries(Volume):
+    """A DICOM series as a volume; ``files[k]`` holds voxel plane ``data[:, :, k]`` (its pixels
+    transposed: voxel (i, j, k) is column i, row j of ``files[k]``)."""
+
+    files: tuple[Path, ...] = ()
+
+
+def load_dicom_series(files: Sequence[Path]) -> DicomSeries:
     """Stack the slices of one DICOM series into a volume with its RAS+ affine."""
     import pydicom
 
@@ -130,6 +141,7 @@ def load_dicom_series(files: Sequence[Path]) -> Volume:
                        files[0].parent)
         order = np.argsort([int(ds.get("InstanceNumber", 0) or 0) for ds in slices], kind="stable")
     slices = [slices[i] for i in order]
+    sorted_files = tuple(Path(files[i]) for i in order)
     stack = [dicom_pixels(ds) for ds in slices]
     if len({a.shape for a in stack}) != 1 or stack[0].ndim != 2:
         raise InputError("DICOM series slices differ in size or are not grey")
@@ -150,7 +162,7 @@ def load_dicom_series(files: Sequence[Path]) -> Volume:
     affine_lps[:3, 1] = colcos * row_spacing
     affine_lps[:3, 2] = step
     affine_lps[:3, 3] = origin
-    return Volume(data, LPS_TO_RAS @ affine_lps)
+    return DicomSeries(data, LPS_TO_RAS @ affine_lps, files=sorted_files)
 
 
 class DicomFileIO(ReaderWriter):
@@ -171,15 +183,16 @@ class DicomFileIO(ReaderWriter):
 
 
 class DicomSeriesIO(ReaderWriter):
-    """The slice files of one series read as a volume; its mask is written as NIfTI."""
+    """The slice files of one series read as a volume; its masks and maps are written as NIfTI
+    (:mod:`tumor_det.io.dicom_seg` writes the DICOM-SEG)."""
 
     kind = "dicom_series"
 
     def accepts(self, path: Path) -> bool:
         return False  # series are found by grouping a folder's files (tumor_det.io.sources)
 
-    def read(self, *paths: Path) -> Volume:
+    def read(self, *paths: Path) -> DicomSeries:
         return load_dicom_series(paths)
 
     def write_seg(self, seg: np.ndarray, path: Path, like: Volume) -> Path:
-        return write_nifti_mask(seg, path, like)
+        return write_nifti(seg, path, like)

@@ -1,8 +1,10 @@
-"""NIfTI volumes: read into a :class:`Volume`, write a mask in the input's grid.
+"""NIfTI volumes: read into a :class:`Volume`, write masks, label maps and maps in its grid.
 
-The mask is written with the input's affine and header (data type uint8, no scaling), so it
-opens aligned over the scan in ITK-SNAP or 3D Slicer; a volume without a NIfTI header (a DICOM
-series) gets a NIfTI-1 header whose qform and sform are the affine.
+Outputs are written with the input's affine and header (no scaling), so they open aligned over
+the scan in ITK-SNAP or 3D Slicer; a volume without a NIfTI header (a DICOM series) gets a
+NIfTI-1 header whose qform and sform are the affine. Data types (:func:`nifti_dtype`): masks
+and label maps up to 255 uint8, larger label maps uint16 (int32 beyond), float maps
+(probabilities) float32.
 """
 
 from __future__ import annotations
@@ -45,15 +47,26 @@ def load_nifti(path: Path, channel: int | None = None) -> Volume:
     return Volume(data, np.asarray(img.affine, dtype=np.float64), img.header)
 
 
-def write_nifti_mask(seg: np.ndarray, path: Path, like: Volume) -> Path:
-    """Write a uint8 mask/label map in ``like``'s grid with its affine and header, atomically."""
-    data = seg.astype(np.uint8)
+def nifti_dtype(seg: np.ndarray) -> np.dtype:
+    """uint8 for a mask or labels up to 255, uint16/int32 for more labels, float32 for floats."""
+    if np.issubdtype(seg.dtype, np.floating):
+        return np.dtype(np.float32)
+    top = int(seg.max(initial=0))
+    if top <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16 if top <= np.iinfo(np.uint16).max else np.int32)
+
+
+def write_nifti(seg: np.ndarray, path: Path, like: Volume) -> Path:
+    """Write a mask, label map or float map in ``like``'s grid with its affine and header
+    (data type :func:`nifti_dtype`, no scaling), atomically."""
+    data = np.asarray(seg).astype(nifti_dtype(np.asarray(seg)))
     header = like.header
     if isinstance(header, nib.Nifti1Header):  # also Nifti2Header
         header = header.copy()
-        header.set_data_dtype(np.uint8)
+        header.set_data_dtype(data.dtype)
         header.set_slope_inter(None, None)
-        header["cal_min"], header["cal_max"] = 0, int(data.max(initial=1))
+        header["cal_min"], header["cal_max"] = 0, data.max(initial=1)
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
         img = image_class(data, like.affine, header)
     else:
@@ -63,6 +76,11 @@ def write_nifti_mask(seg: np.ndarray, path: Path, like: Volume) -> Path:
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
+
+
+def write_nifti_mask(seg: np.ndarray, path: Path, like: Volume) -> Path:
+    """Write a uint8 mask/label map in ``like``'s grid with its affine and header, atomically."""
+    return write_nifti(np.asarray(seg).astype(np.uint8), path, like)
 
 
 class NiftiIO(ReaderWriter):
@@ -76,4 +94,4 @@ class NiftiIO(ReaderWriter):
         return load_nifti(path)
 
     def write_seg(self, seg: np.ndarray, path: Path, like: Volume) -> Path:
-        return write_nifti_mask(seg, path, like)
+        return write_nifti(seg, path, like)
