@@ -1,10 +1,11 @@
 """DICOM-SEG of a DICOM series' prediction: geometry, references and metadata, read back.
 
-A synthetic scan (``synthetic_volume``) is written as an axial MR series (new UIDs, LPS
-``ImagePositionPatient``, ``ImageOrientationPatient`` [1, 0, 0, 0, 1, 0], ``PixelSpacing``, files
-in shuffled order), read through the splash reader and predicted with a fake model output that
-"detects" the ground-truth lesion (class 0) and a second, made-up lesion (class 1). Every frame of
-the SEG, read back by highdicom and by pydicom, must equal the predicted mask of its source slice.
+A synthetic scan (``synthetic_volume``) is written as an axial MR series by the product's writer
+(``write_dicom_series`` of its ``lps_grid``: new UIDs, LPS ``ImagePositionPatient``,
+``ImageOrientationPatient`` [1, 0, 0, 0, 1, 0], ``PixelSpacing``; files renamed in shuffled
+order), read through the splash reader and predicted with a fake model output that "detects" the
+ground-truth lesion (class 0) and a second, made-up lesion (class 1). Every frame of the SEG, read
+back by highdicom and by pydicom, must equal the predicted mask of its source slice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tumor_det.config import get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
 from tumor_det.geometry import Volume, display_slices
 from tumor_det.io import reader_for
-from tumor_det.io.dicom import DicomSeries
+from tumor_det.io.dicom import DicomSeries, lps_grid, write_dicom_series
 from tumor_det.io.dicom_seg import write_dicom_seg, write_probability_seg
 from tumor_det.predictor import TumorPredictor
 
@@ -26,42 +27,19 @@ import pydicom
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 from test_predictor import FAST
 
 SIZE, SLICES = 64, 10
 
 
-def write_series(folder: Path, volume: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> list[Path]:
-    """Axial slices of an (x, y, z) RAS volume as an MR series; returns the files by z."""
-    folder.mkdir(parents=True)
-    template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    nx, ny, nz = volume.shape
-    files = []
-    for k in range(nz):
-        ds = template.copy()
-        # LPS: columns run to the patient's left (-x RAS), rows to posterior (-y RAS)
-        pixels = volume[::-1, ::-1, k].T.astype(np.int16)
-        ds.Rows, ds.Columns = pixels.shape
-        ds.PixelData = pixels.tobytes()
-        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 16, 15
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.FrameOfReferenceUID = frame
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing[1], spacing[0]]
-        ds.SliceThickness = spacing[2]
-        # centred on the scanner origin, like synthetic_volume's affine
-        ds.ImagePositionPatient = [-(nx - 1) / 2 * spacing[0], -(ny - 1) / 2 * spacing[1],
-                                   (k - (nz - 1) / 2) * spacing[2]]
-        ds.InstanceNumber = k + 1
-        path = folder / f"im{(k * 7) % nz:03d}.dcm"  # shuffled names
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return files
+def write_series(folder: Path, volume: np.ndarray, affine: np.ndarray) -> list[Path]:
+    """An (x, y, z) RAS volume as a scanner's axial MR series (``lps_grid``: the reader's grid
+    is the volume's flipped in x and y); returns the files by z, their names shuffled."""
+    files = write_dicom_series(lps_grid(Volume(volume, affine)), folder)
+    shuffled = [f.with_name(f"im{(k * 7) % len(files):03d}.dcm") for k, f in enumerate(files)]
+    for src, dst in zip(files, shuffled, strict=True):
+        src.rename(dst)
+    return shuffled
 
 
 def label_instances(masks: list[np.ndarray], classes: list[int], scores: list[float],
@@ -82,14 +60,16 @@ def label_instances(masks: list[np.ndarray], classes: list[int], scores: list[fl
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory) -> tuple[DicomSeries, np.ndarray]:
-    volume, labels, _ = synthetic_volume(seed=1, size=SIZE, num_slices=SLICES)
+    volume, labels, affine = synthetic_volume(seed=1, size=SIZE, num_slices=SLICES)
     assert labels.any()
-    files = write_series(tmp_path_factory.mktemp("dcm") / "series", volume)
+    files = write_series(tmp_path_factory.mktemp("dcm") / "series", volume, affine)
     series = reader_for("dicom_series").read(*sorted(files[0].parent.iterdir()))
     assert isinstance(series, DicomSeries)
     assert [f.name for f in series.files] == [f.name for f in files]  # sorted by position
     # the reader's grid is the written one flipped in x and y (LPS columns and rows)
     np.testing.assert_array_equal(series.data, volume[::-1, ::-1])
+    ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
     return series, labels[::-1, ::-1].astype(bool)
 
 

@@ -17,6 +17,7 @@ from tumor_det.io import (
     load_nifti,
     reader_for,
 )
+from tumor_det.io.dicom import lps_grid, write_dicom_series
 from tumor_det.outputs import coco_records
 from tumor_det.predictor import TumorPrediction
 
@@ -151,6 +152,38 @@ def test_nifti_label_maps_and_probability_maps_keep_their_values(tmp_path):
         assert back.get_data_dtype() == dtype, name
         np.testing.assert_array_equal(np.asanyarray(back.dataobj), data.astype(dtype))
         np.testing.assert_allclose(back.affine, affine)
+
+
+def test_dicom_series_writer_round_trips_voxels_and_affine(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(-1000, 3000, (7, 6, 5)).astype(np.int16)
+    axial = np.diag([0.9, 0.9, 2.5, 1.0])
+    axial[:3, 3] = [-3.0, 4.0, 10.0]
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # a random rotation (det +1 below)
+    oblique = np.eye(4)
+    oblique[:3, :3] = (q * np.sign(np.linalg.det(q)))[:, [2, 0, 1]] @ np.diag([0.8, 1.2, 3.0])
+    oblique[:3, 3] = [12.5, -7.0, 30.0]
+    for name, affine in (("axial", axial), ("oblique", oblique)):
+        files = write_dicom_series(Volume(data, affine), tmp_path / name)
+        back = READERS["dicom_series"].read(*sorted(files, reverse=True))
+        np.testing.assert_array_equal(back.data, data)
+        np.testing.assert_allclose(back.affine, affine, atol=1e-4)
+        ds = pydicom.dcmread(files[0])
+        assert ds.SOPClassUID == pydicom.uid.MRImageStorage and ds.Modality == "MR"
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert (ds.Rows, ds.Columns, ds.PixelRepresentation) == (6, 7, 1)
+    assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx(
+        [-12.5, 7.0, 30.0], abs=1e-6)  # LPS
+    # a scanner's axial grid: the same scan, rows to posterior, columns to the patient's left
+    lps = lps_grid(Volume(data, axial))
+    np.testing.assert_array_equal(lps.data, data[::-1, ::-1])
+    np.testing.assert_allclose(lps.affine @ [6, 5, 0, 1], axial @ [0, 0, 0, 1])
+    ds = pydicom.dcmread(write_dicom_series(lps, tmp_path / "lps")[0])
+    assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    with pytest.raises(ValueError, match="left-handed"):
+        write_dicom_series(Volume(data, axial @ np.diag([1, 1, -1, 1])), tmp_path / "x")
+    with pytest.raises(FileExistsError):
+        write_dicom_series(Volume(data[:, :, :2], axial), tmp_path / "axial")  # IM0003.. stay
 
 
 def test_dicom_series_remembers_the_file_of_each_slice(tmp_path):

@@ -4,7 +4,9 @@
 2. train: ``configs/quick_cpu.yaml`` with :class:`~tumor_det.engine.TumorTrainer` (skipped when
    ``OUTPUT/model/model_final.pth`` exists: delete it, or pass ``--retrain``, to train again);
 3. evaluate: mask AP and the tumor metrics on the held-out test patients;
-4. splash: held-out slices and a synthetic NIfTI volume through ``tools/splash.py``'s code.
+4. splash: held-out slices and a synthetic scan, as a NIfTI volume and as a DICOM series (a
+   scanner's axial MR series; its prediction also as a DICOM-SEG), through ``tools/splash.py``'s
+   code.
 
 It ends by printing where each output is.
 """
@@ -20,11 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+from tumor_det.atomic import atomic_path
 from tumor_det.checkpoint import TumorCheckpointer
 from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import SYNTHETIC_NAME, datasets_root, register_all
 from tumor_det.data.synthetic import ensure_synthetic_dataset, synthetic_volume
 from tumor_det.engine import TumorTrainer
+from tumor_det.evaluate_cases import evaluate_folder
+from tumor_det.geometry import Volume
+from tumor_det.io.dicom import lps_grid, write_dicom_series
 from tumor_det.splash_cli import main as splash_main
 
 import nibabel as nib
@@ -43,8 +49,11 @@ def quiet_console(log: logging.Logger) -> None:
             handler.addFilter(lambda record: not record.getMessage().startswith("Model:\n"))
 
 
+STEPS = 5
+
+
 def step(number: int, title: str) -> None:
-    print(f"\n==> [{number}/4] {title}", flush=True)
+    print(f"\n==> [{number}/{STEPS}] {title}", flush=True)
 
 
 def prepare(root: Path) -> dict[str, list[dict]]:
@@ -99,10 +108,32 @@ def evaluate(cfg, weights: Path) -> dict:
     return results
 
 
-def write_volume(path: Path) -> Path:
-    volume, _, affine = synthetic_volume(seed=1, size=256)
-    nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), str(path))
-    return path
+def write_scans(out: Path) -> tuple[Path, Path]:
+    """The synthetic scan as ``synthetic_volume.nii.gz`` (its tumor label volume in
+    ``labels/``) and as the DICOM series ``synthetic_series/`` (a scanner's axial grid:
+    :func:`~tumor_det.io.dicom.lps_grid`)."""
+    data, labels, affine = synthetic_volume(seed=1, size=256)
+    nifti = out / "synthetic_volume.nii.gz"
+    for path, array in ((nifti, data.astype(np.int16)),
+                        (out / "labels" / nifti.name, labels.astype(np.uint8))):
+        with atomic_path(path) as tmp:
+            nib.save(nib.Nifti1Image(array, affine), str(tmp))
+    series = out / "synthetic_series"
+    write_dicom_series(lps_grid(Volume(data, affine)), series,
+                       description="tumor-det demo synthetic scan")
+    return nifti, series
+
+
+def splash(out: Path, images: list[str], config_file: Path, weights: Path,
+           ) -> tuple[int, Path, Path, Path]:
+    """Step 4: splash ``images`` and the synthetic scan (NIfTI and DICOM series) into
+    ``out/splash``; returns the exit status, that folder, the NIfTI and the series folder."""
+    nifti, series = write_scans(out)
+    splash_dir = out / "splash"
+    status = splash_main(["--input", *images, str(nifti), str(series),
+                          "--output", str(splash_dir), "--config-file", str(config_file),
+                          "--weights", str(weights), "--tint"])
+    return status, splash_dir, nifti, series
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,13 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     step(3, "Evaluate on the held-out test patients")
     evaluate(cfg, weights)
 
-    step(4, "Splash held-out slices and a synthetic MRI volume")
+    step(4, "Splash held-out slices and a synthetic MRI scan (NIfTI and DICOM series)")
     test_images = [r["file_name"] for r in splits["test"]][:8]
-    volume = write_volume(out / "synthetic_volume.nii.gz")
-    splash_dir = out / "splash"
-    status = splash_main(["--input", *test_images, str(volume), "--output", str(splash_dir),
-                          "--config-file", str(args.config_file), "--weights", str(weights),
-                          "--tint"])
+    status, splash_dir, volume, series = splash(out, test_images, args.config_file, weights)
+
+    step(5, "Evaluate the scan in 3D against its label volume (per case)")
+    summary = evaluate_folder(splash_dir, out / "labels", out / "eval", progress=False)
+    metrics = summary["metrics"]
+    lesions = summary["lesions"]
+
+    def mean(name: str) -> str:
+        value = metrics[name]["mean"]
+        return "n/a" if value is None else f"{value:.3f}"
+
+    print(tabulate([("3D Dice", mean("dice")), ("HD95 (mm)", mean("hd95_mm")),
+                    ("lesions found / true", f"{lesions['found']} / {lesions['true']}"),
+                    ("false-positive lesions", lesions["false_positives"]),
+                    ("volume error (mL)", mean("volume_error_ml"))],
+                   headers=["synthetic scan", "value"], tablefmt="github"))
 
     print("\nDone. Outputs:")
     print(tabulate([
@@ -148,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
          / "tumor_metrics_per_image.csv"),
         ("splashes, overlays, masks, results.json/csv", splash_dir),
         ("synthetic scan and its predicted 3D mask", f"{volume}, {splash_dir}"),
+        ("the scan as a DICOM series and its DICOM-SEG",
+         f"{series}, {splash_dir / (series.name + '_seg.dcm')}"),
+        ("per-case 3D evaluation (per_case.csv, summary.json)", out / "eval"),
     ], tablefmt="plain"))
     return status
 

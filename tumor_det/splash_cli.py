@@ -108,11 +108,14 @@ def split_opts(inputs: list[str]) -> tuple[list[str], list[str]]:
 
 
 def setup_logging() -> None:
+    """Detectron2's console logging, unless the caller (e.g. the demo) set it up already."""
+    import logging
+
     from detectron2.utils.logger import setup_logger
 
-    setup_logger(name="fvcore")
-    setup_logger(name="detectron2")
-    setup_logger(name="tumor_det", abbrev_name="tumor_det")
+    for name, abbrev in (("fvcore", None), ("detectron2", "d2"), ("tumor_det", "tumor_det")):
+        if not logging.getLogger(name).handlers:
+            setup_logger(name=name, abbrev_name=abbrev)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,16 +9,24 @@ posterior) and NIfTI's RAS+: the LPS affine has columns ``rowcos * PixelSpacing[
 ``ImagePositionPatient``; the RAS affine is ``diag(-1, -1, 1, 1) @ affine_lps``. A series is
 read as a :class:`DicomSeries`, a volume that remembers the file of each slice (what a DICOM-SEG
 of it references: :mod:`tumor_det.io.dicom_seg`).
+
+The write side, :func:`write_dicom_series`, is the inverse: a :class:`Volume` -> one MR Image
+Storage file per voxel plane ``k``, its geometry from the affine (RAS -> LPS), so that
+:func:`load_dicom_series` gives back the voxels and the affine. :func:`lps_grid` puts a volume in
+the grid scanners store axial slices in (``ImageOrientationPatient`` [1, 0, 0, 0, 1, 0]).
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumor_det.geometry import LPS_TO_RAS, Volume
+from tumor_det.atomic import atomic_path
+from tumor_det.geometry import LPS_TO_RAS, Volume, canonical
 from tumor_det.io.base import Image2D, InputError, ReaderWriter
 from tumor_det.io.image2d import write_mask_png
 from tumor_det.io.nifti import write_nifti
@@ -163,6 +171,144 @@ def load_dicom_series(files: Sequence[Path]) -> DicomSeries:
     affine_lps[:3, 2] = step
     affine_lps[:3, 3] = origin
     return DicomSeries(data, LPS_TO_RAS @ affine_lps, files=sorted_files)
+
+
+def lps_grid(volume: Volume) -> Volume:
+    """The volume in its closest LPS+ grid (columns to the patient's left, rows to posterior,
+    slices inferior to superior), as scanners store axial slices; the same scan (no header)."""
+    canon = canonical(volume)
+    flip = LPS_TO_RAS.copy()  # i -> nx - 1 - i, j -> ny - 1 - j
+    flip[:2, 3] = np.array(canon.data.shape[:2]) - 1
+    return Volume(canon.data[::-1, ::-1], canon.affine @ flip)
+
+
+def _ds(value: float) -> str:
+    """A number as a DICOM decimal string (at most 16 characters)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
+def _int16_voxels(data: np.ndarray) -> np.ndarray:
+    """Voxels as int16 (rounded); a ValueError when they do not fit."""
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"a DICOM series needs a 3D volume, got shape {data.shape}")
+    rounded = np.rint(data) if data.dtype.kind == "f" else data
+    if rounded.size and (rounded.min() < -32768 or rounded.max() > 32767):
+        raise ValueError(f"voxels {rounded.min()}..{rounded.max()} do not fit int16 pixels")
+    return rounded.astype(np.int16)
+
+
+def series_geometry(affine: np.ndarray) -> dict[str, np.ndarray]:
+    """The LPS geometry of a voxel -> RAS+ ``affine``: row/column cosines, pixel spacing (row,
+    column), the slice step and normal, and the origin (the first slice's position)."""
+    lps = LPS_TO_RAS @ np.asarray(affine, float)
+    col_spacing, row_spacing = np.linalg.norm(lps[:3, :2], axis=0)
+    if min(col_spacing, row_spacing) < 1e-6:
+        raise ValueError("the affine has a zero in-plane voxel size")
+    rowcos, colcos = lps[:3, 0] / col_spacing, lps[:3, 1] / row_spacing
+    if abs(rowcos @ colcos) > 1e-4:
+        raise ValueError("DICOM needs perpendicular row and column directions (sheared affine)")
+    normal = np.cross(rowcos, colcos)
+    step = lps[:3, 2]
+    if step @ normal < 1e-6:
+        raise ValueError("the slice axis must point along row x column direction (a "
+                         "left-handed grid: write lps_grid(volume) instead)")
+    return {"rowcos": rowcos, "colcos": colcos, "spacing": np.array([row_spacing, col_spacing]),
+            "step": step, "normal": normal, "origin": lps[:3, 3]}
+
+
+def _series_header(description: str, patient_id: str, patient_name: str,
+                   series_number: int):
+    """The dataset elements every slice of a new series shares (new Study/Series/FoR UIDs)."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import MRImageStorage, generate_uid
+
+    now = datetime.datetime.now()
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = MRImageStorage
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.Modality = "MR"
+    ds.Manufacturer = "tumor-det"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = ds.SeriesDescription = description
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.ScanningSequence = "RM"  # research mode: synthetic
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PositionReferenceIndicator = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    return ds
+
+
+def write_dicom_series(volume: Volume, folder: Path, *, description: str = "tumor-det synthetic",
+                       patient_id: str = "TUMOR-DET-SYNTH", patient_name: str = "Synthetic^Scan",
+                       series_number: int = 1) -> list[Path]:
+    """Write ``volume`` as an MR series: ``folder/IM0001.dcm`` ... (one per voxel plane ``k``,
+    pixel (row j, column i) = voxel (i, j, k)); returns the files in ``k`` order.
+
+    New Study, Series, SOP Instance and Frame of Reference UIDs; int16 pixels (rounded; a
+    ValueError when they do not fit), rescale slope 1, intercept 0; ``PixelSpacing``,
+    ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``SliceThickness`` from the
+    affine (see :func:`series_geometry`: the grid must be right-handed in LPS, i.e.
+    ``det(affine) > 0``, like every RAS+ or LPS+ grid). ``folder`` may hold earlier files of
+    these names only (a FileExistsError otherwise: a series folder is read as one series).
+    Each file is written atomically.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    geo = series_geometry(volume.affine)
+    voxels = _int16_voxels(volume.data)
+    folder = Path(folder)
+    names = [f"IM{k + 1:04d}.dcm" for k in range(voxels.shape[2])]
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir()
+                        if not p.name.startswith(".") and p.name not in names)
+        if others:
+            raise FileExistsError(f"{folder} holds other files ({', '.join(others[:3])}): "
+                                  "write a DICOM series into an empty folder")
+    shared = _series_header(description, patient_id, patient_name, series_number)
+    shared.Rows, shared.Columns = voxels.shape[1], voxels.shape[0]
+    shared.PixelSpacing = [_ds(v) for v in geo["spacing"]]
+    shared.ImageOrientationPatient = [_ds(v) for v in (*geo["rowcos"], *geo["colcos"])]
+    shared.SliceThickness = shared.SpacingBetweenSlices = _ds(geo["step"] @ geo["normal"])
+    low, high = (int(voxels.min()), int(voxels.max())) if voxels.size else (0, 0)
+    shared.WindowCenter, shared.WindowWidth = _ds((low + high) / 2), _ds(max(high - low, 1))
+    files = []
+    for k, name in enumerate(names):
+        ds = copy.deepcopy(shared)
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = k + 1
+        position = geo["origin"] + k * geo["step"]
+        ds.ImagePositionPatient = [_ds(v) for v in position]
+        ds.SliceLocation = _ds(position @ geo["normal"])
+        ds.PixelData = np.ascontiguousarray(voxels[:, :, k].T).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        with atomic_path(folder / name) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        files.append(folder / name)
+    return files
 
 
 class DicomFileIO(ReaderWriter):
