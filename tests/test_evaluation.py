@@ -209,3 +209,50 @@ def test_evaluator_end_to_end_with_threshold_and_csv(tmp_path):
     assert csv_text.splitlines()[0].startswith("file_name,image_id")
     assert "a.png" in csv_text and ",mm," in csv_text
     DatasetCatalog.remove(name)
+
+
+def test_per_patient_aggregates_pool_each_patients_slices(tmp_path):
+    # patient p1: two slices, 8x8 tumor on each; found exactly on one, half (the left 4 columns)
+    # on the other -> pooled Dice 2*(64+32)/((64+32)+(64+64)) = 192/224; patient p2: one tumor
+    # missed, one false positive elsewhere; patient p3: tumor-free, no prediction
+    gt = square(32, 4, 4, 8)
+    half = gt.copy()
+    half[:, 8:] = False
+    poly = [4, 4, 12, 4, 12, 12, 4, 12]
+    ann = [{"segmentation": [poly], "iscrowd": 0, "category_id": 0}]
+    records = [
+        {"image_id": 1, "file_name": "a.png", "height": 32, "width": 32, "patient_id": "p1",
+         "annotations": ann},
+        {"image_id": 2, "file_name": "b.png", "height": 32, "width": 32, "patient_id": "p1",
+         "annotations": ann},
+        {"image_id": 3, "file_name": "c.png", "height": 32, "width": 32, "patient_id": "p2",
+         "annotations": ann},
+        {"image_id": 4, "file_name": "d.png", "height": 32, "width": 32, "patient_id": "p3",
+         "annotations": []},
+    ]
+    name = "test_eval_patients_tmp"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    evaluator = TumorEvaluator(name, score_threshold=0.5, output_dir=str(tmp_path))
+    evaluator.reset()
+
+    def instances(masks):
+        inst = Instances((32, 32))
+        inst.pred_masks = (torch.from_numpy(np.stack(masks)) if masks
+                           else torch.zeros(0, 32, 32, dtype=bool))
+        inst.scores = torch.full((len(masks),), 0.9)
+        return inst
+
+    evaluator.process([{"image_id": i} for i in (1, 2, 3, 4)],
+                      [{"instances": instances([gt])}, {"instances": instances([half])},
+                       {"instances": instances([square(32, 20, 20, 6)])},
+                       {"instances": instances([])}])
+    result = evaluator.evaluate()["tumor"]
+    assert result["patients"] == 3
+    assert result["patient_dice"] == pytest.approx((192 / 224 + 0.0) / 2)  # tumor patients
+    assert result["patient_sensitivity"] == pytest.approx(0.5)  # p1 2/2, p2 0/1
+    assert result["patient_fp_per_slice"] == pytest.approx(1 / 4)
+    rows = (tmp_path / "tumor_metrics_per_patient.csv").read_text().splitlines()
+    assert rows[0].startswith("patient_id,slices") and len(rows) == 4
+    DatasetCatalog.remove(name)

@@ -120,6 +120,42 @@ def aggregate(records: list[dict]) -> dict[str, float]:
     }
 
 
+def per_patient(records: list[dict]) -> list[dict]:
+    """One row per patient (records carrying ``patient_id``): Dice of the patient's slices taken
+    together (2·Σ overlap / Σ(predicted + true area), the stack of their slices as one volume,
+    how nnU-Net and BraTS score a case), lesions found / true, false positives per slice."""
+    patients: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("patient_id") not in (None, ""):
+            patients.setdefault(str(r["patient_id"]), []).append(r)
+    rows = []
+    for patient, rs in sorted(patients.items()):
+        overlap = sum(r["overlap_px"] for r in rs)
+        areas = sum(r["pred_area_px"] + r["gt_area_px"] for r in rs)
+        true = sum(r["gt_lesions"] for r in rs)
+        rows.append({
+            "patient_id": patient, "slices": len(rs), "gt_lesions": true,
+            "found_lesions": sum(r["found_lesions"] for r in rs),
+            "false_positives": sum(r["false_positives"] for r in rs),
+            "dice": 2.0 * overlap / areas if areas else 1.0,  # both empty: MONAI's 1
+            "sensitivity": sum(r["found_lesions"] for r in rs) / true if true else math.nan,
+        })
+    return rows
+
+
+def aggregate_patients(rows: list[dict]) -> dict[str, float]:
+    """Means over patients (tumor patients for Dice and sensitivity)."""
+    tumor = [r for r in rows if r["gt_lesions"] > 0]
+    return {
+        "patient_dice": float(np.mean([r["dice"] for r in tumor])) if tumor else math.nan,
+        "patient_sensitivity": (float(np.mean([r["sensitivity"] for r in tumor]))
+                                if tumor else math.nan),
+        "patient_fp_per_slice": (sum(r["false_positives"] for r in rows)
+                                 / sum(r["slices"] for r in rows) if rows else math.nan),
+        "patients": float(len(rows)),
+    }
+
+
 class TumorEvaluator(DatasetEvaluator):
     """Per-image tumor metrics for a registered dataset (see module docstring)."""
 
@@ -166,12 +202,14 @@ class TumorEvaluator(DatasetEvaluator):
             self._records.append({
                 "file_name": os.path.basename(record["file_name"]),
                 "image_id": inp["image_id"],
+                "patient_id": record.get("patient_id", ""),
                 "gt_lesions": len(gt_masks),
                 "pred_lesions": len(pred_masks),
                 "found_lesions": found,
                 "false_positives": false_pos,
                 "gt_area_px": int(gt_union.sum()),
                 "pred_area_px": int(pred_union.sum()),
+                "overlap_px": int((pred_union & gt_union).sum()),
                 "hd95_unit": "mm" if spacing else "px",
                 **region_metrics(pred_union, gt_union, spacing),
             })
@@ -184,14 +222,24 @@ class TumorEvaluator(DatasetEvaluator):
             logger.warning("TumorEvaluator on %s got no predictions", self._dataset_name)
             return {}
         metrics = aggregate(records)
+        patients = per_patient(records)
+        if patients:
+            metrics.update(aggregate_patients(patients))
         if self._output_dir:
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(sorted(records, key=lambda r: str(r["image_id"])))
             write_text(os.path.join(self._output_dir, "tumor_metrics_per_image.csv"),
-                       text.getvalue())
+                       _csv(sorted(records, key=lambda r: str(r["image_id"]))))
+            if patients:
+                write_text(os.path.join(self._output_dir, "tumor_metrics_per_patient.csv"),
+                           _csv(patients))
         unit = records[0]["hd95_unit"]
         logger.info("Tumor metrics on %s (HD95 in %s): %s", self._dataset_name, unit,
                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return OrderedDict(tumor=metrics)
+
+
+def _csv(rows: list[dict]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
