@@ -12,6 +12,11 @@ Detectron2 0.6's :func:`detectron2.engine.launch` hard-codes the NCCL backend an
 
 Detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]`` even to CPU models, which
 DistributedDataParallel rejects; :func:`patch_create_ddp_model` passes ``device_ids=None`` there.
+Its model is also an :class:`EvalSyncDDP`: Detectron2 trains with ``broadcast_buffers=False``, so
+each process ends training with its own BatchNorm running statistics; an evaluation would then
+score each process's share of the images with other weights than the checkpoint (rank 0's). On
+switching to eval mode every process takes rank 0's buffers, so the merged evaluation is the
+evaluation of the saved model.
 """
 
 from __future__ import annotations
@@ -30,20 +35,47 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 
+def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers (BatchNorm running statistics); collective."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
+class EvalSyncDDP(DistributedDataParallel):
+    """DistributedDataParallel whose ``eval()`` first gives every process rank 0's buffers.
+
+    Every process must switch to eval mode together (Detectron2's evaluation does: all ranks
+    run ``inference_on_dataset``), as the broadcast is a collective operation.
+    """
+
+    def train(self, mode: bool = True):
+        if not mode and self.training:
+            sync_buffers(self.module)
+        return super().train(mode)
+
+
 def _cpu_aware_create_ddp_model(model, *, fp16_compression: bool = False, **kwargs):
-    """Detectron2's ``create_ddp_model``, with ``device_ids=None`` for models on the CPU."""
-    if comm.get_world_size() > 1 and "device_ids" not in kwargs:
-        if next(model.parameters()).device.type == "cpu":
-            kwargs["device_ids"] = None
-    return _d2_create_ddp_model(model, fp16_compression=fp16_compression, **kwargs)
+    """Detectron2's ``create_ddp_model``, with ``device_ids=None`` for models on the CPU, and
+    an :class:`EvalSyncDDP`."""
+    if comm.get_world_size() == 1:
+        return model
+    if "device_ids" not in kwargs:
+        cpu = next(model.parameters()).device.type == "cpu"
+        kwargs["device_ids"] = None if cpu else [comm.get_local_rank()]
+    ddp = EvalSyncDDP(model, **kwargs)
+    if fp16_compression:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
 
-
-_d2_create_ddp_model = d2_defaults.create_ddp_model
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp
 
 
 def patch_create_ddp_model() -> None:

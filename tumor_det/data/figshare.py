@@ -9,6 +9,7 @@ published 5-fold split: ``cvind[i-1]`` is the fold (1..5) of ``<i>.mat``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import h5py
 import numpy as np
 
 CVIND = "cvind.mat"
+LOG = logging.getLogger(__name__)
 
 
 def mat_files(root: Path) -> list[Path]:
@@ -55,13 +57,24 @@ def read_mat(path: Path) -> dict:
 
 
 def read_cvind(root: Path) -> np.ndarray | None:
-    """The fold (1..K) of each file index from ``cvind.mat`` beside the slices, if present."""
+    """The fold (1..K) of each file index from ``cvind.mat`` beside the slices, if present
+    and readable (a ``cvind`` array of positive whole numbers); else None."""
     root = Path(root)
     path = next(iter(sorted(root.rglob(CVIND))), None) if root.is_dir() else None
     if path is None:
         return None
-    with h5py.File(path, "r") as handle:
-        return np.asarray(handle["cvind"]).ravel().astype(int)
+    try:
+        with h5py.File(path, "r") as handle:
+            values = np.asarray(handle["cvind"], dtype=float).ravel()
+    except Exception as exc:  # noqa: BLE001 - h5py/numpy raise many types for a broken file
+        LOG.warning("%s: unreadable (%s); making patient-level folds", path, exc)
+        return None
+    if values.size == 0 or not np.isfinite(values).all() or (values < 1).any() \
+            or (values != np.round(values)).any() or values.max() > 2**31:
+        LOG.warning("%s: cvind is not a list of fold numbers 1..K; making patient-level "
+                    "folds", path)
+        return None
+    return values.astype(int)
 
 
 def read_figshare(root: Path, issues: Issues) -> Iterator[Sample]:
@@ -73,11 +86,12 @@ def read_figshare(root: Path, issues: Issues) -> Iterator[Sample]:
         item = path.name
         try:
             slice_ = read_mat(path)
-        except (OSError, KeyError, ValueError, IndexError) as exc:
-            issues.skip(item, f"not a readable Figshare cjdata .mat (v7.3/HDF5) file: {exc}")
+        except Exception as exc:  # noqa: BLE001 - h5py/numpy raise many types for a bad file
+            issues.skip(item, f"not a readable Figshare cjdata .mat (v7.3/HDF5) file: "
+                              f"{type(exc).__name__}: {exc}")
             continue
         image, mask = slice_["image"], slice_["mask"]
-        if image.ndim != 2 or mask.shape != image.shape:
+        if image.ndim != 2 or mask.shape != image.shape or image.size == 0:
             issues.skip(item, f"image {image.shape} and tumorMask {mask.shape} do not match")
             continue
         tumor_type = tumor_type_from_label(slice_["label"])

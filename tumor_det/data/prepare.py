@@ -16,13 +16,16 @@ calls it. From Python, with samples at hand::
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tumor_det.atomic import write_json, write_text
 from tumor_det.data.coco_io import build_annotation, read_coco, write_image
@@ -37,6 +40,7 @@ from tumor_det.data.splits import (
     parse_fractions,
     patient_folds,
 )
+from tumor_det.data.validation import to_number
 from tumor_det.data.via import read_via
 
 from tabulate import tabulate
@@ -233,39 +237,101 @@ def write_dataset(samples: Iterable[Sample], options: PrepareOptions,
     issues = issues if issues is not None else Issues()
     class_names = list(TUMOR_TYPES) if options.classes == "type" else ["tumor"]
     out = Path(options.output)
-    images, annotations, strata = _write_images(samples, options, issues, class_names)
-    if not images:
-        where = options.input or ("the --pair volumes" if options.pairs
-                                  else f"the {options.format} samples")
-        first = f" (first: {issues.skipped[0][0]}: {issues.skipped[0][1]})" if issues.skipped \
-            else ""
-        raise DatasetError(f"nothing usable in {where}: "
-                           f"{len(issues.skipped)} item(s) skipped{first}")
-    split_of = _split_of_images(images, strata, options, issues)
-    categories = [{"id": k + 1, "name": name, "supercategory": "tumor"}
-                  for k, name in enumerate(class_names)]
-    splits = {}
-    for name in sorted(set(split_of.values()), key=_split_order):
-        ids = {i for i, s in split_of.items() if s == name}
-        splits[name] = {"info": info or {}, "licenses": [], "categories": categories,
-                        "images": [i for i in images if i["id"] in ids],
-                        "annotations": [a for a in annotations if a["image_id"] in ids]}
-    _write_splits(out / "annotations", splits)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    # Images go to a staging folder first and are moved into images/ only once the splits are
+    # made: a run that fails half-way (no usable sample, too few patients for the splits, an
+    # unknown tumor type) leaves an existing dataset in ``out`` as it was.
+    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
+    try:
+        images, annotations, strata = _write_images(samples, options, issues, class_names,
+                                                    staging)
+        if not images:
+            where = options.input or ("the --pair volumes" if options.pairs
+                                      else f"the {options.format} samples")
+            first = (f" (first: {issues.skipped[0][0]}: {issues.skipped[0][1]})"
+                     if issues.skipped else "")
+            raise DatasetError(f"nothing usable in {where}: "
+                               f"{len(issues.skipped)} item(s) skipped{first}")
+        split_of = _split_of_images(images, strata, options, issues)
+        categories = [{"id": k + 1, "name": name, "supercategory": "tumor"}
+                      for k, name in enumerate(class_names)]
+        splits = {}
+        for name in sorted(set(split_of.values()), key=_split_order):
+            ids = {i for i, s in split_of.items() if s == name}
+            splits[name] = {"info": info or {}, "licenses": [], "categories": categories,
+                            "images": [i for i in images if i["id"] in ids],
+                            "annotations": [a for a in annotations if a["image_id"] in ids]}
+        _move_images(staging, out / "images")
+        _write_splits(out / "annotations", splits)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
     return PrepareResult(out, splits, issues, class_names)
 
 
+def _move_images(staging: Path, images: Path) -> None:
+    """Move the staged images into ``images/`` (same file system: each move is atomic)."""
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dest = images / path.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+
+
+def _safe_file_name(name: str) -> str | None:
+    """``name`` as a relative POSIX path under ``images/`` (``./a.png`` -> ``a.png``), or None
+    when it is empty, absolute, climbs out with ``..`` or holds a NUL character."""
+    path = PurePosixPath(name)
+    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts or not path.parts:
+        return None
+    return path.as_posix()
+
+
+def _checked_extra(sample: Sample, issues: Issues) -> dict:
+    """``sample.extra`` with a malformed ``pixel_spacing`` or ``slice_index`` left out (warned):
+    spacing is two positive, finite numbers (row mm, column mm), a slice index an integer."""
+    extra = dict(sample.extra)
+    if "pixel_spacing" in extra:
+        spacing = extra["pixel_spacing"]
+        try:
+            values = [to_number(v) for v in spacing if not isinstance(v, str)] \
+                if isinstance(spacing, (list, tuple)) and len(spacing) == 2 else []
+        except ValueError:
+            values = []
+        if len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
+            extra["pixel_spacing"] = values
+        else:
+            issues.warn(sample.source, f"pixel_spacing {spacing!r} is not two positive numbers; "
+                                       "left out")
+            del extra["pixel_spacing"]
+    if "slice_index" in extra:
+        index = extra["slice_index"]
+        if isinstance(index, bool) or not isinstance(index, int):
+            issues.warn(sample.source, f"slice_index {index!r} is not an integer; left out")
+            del extra["slice_index"]
+    return extra
+
+
 def _write_images(samples: Iterable[Sample], options: PrepareOptions, issues: Issues,
-                  class_names: list[str]) -> tuple[list[dict], list[dict], dict[int, str]]:
-    """Annotate and write each sample's image: COCO images, annotations, ``{id: stratum}``.
+                  class_names: list[str], folder: Path,
+                  ) -> tuple[list[dict], list[dict], dict[int, str]]:
+    """Annotate each sample and write its image under ``folder``: COCO images, annotations,
+    ``{id: stratum}``.
 
     An image's stratum (what the splits spread evenly) is its class (the tumor type with
     ``--classes type``), or ``NO_TUMOR`` for a tumor-free image.
     """
     images, annotations, strata, written = [], [], {}, {}
     for sample in samples:
-        if sample.file_name in written:
-            issues.skip(sample.source, f"duplicate file name {sample.file_name} "
-                                       f"(already taken by {written[sample.file_name]})")
+        file_name = _safe_file_name(sample.file_name)
+        if file_name is None:
+            issues.skip(sample.source, f"file name {sample.file_name!r} would be written "
+                                       "outside the dataset's images/ folder")
+            continue
+        if file_name in written:
+            issues.skip(sample.source, f"duplicate file name {file_name} "
+                                       f"(already taken by {written[file_name]})")
             continue
         anns = []
         for index, instance in enumerate(sample.instances):
@@ -279,14 +345,15 @@ def _write_images(samples: Iterable[Sample], options: PrepareOptions, issues: Is
             issues.skip(sample.source, sample.empty_reason)
             continue
         try:
-            write_image(sample, Path(options.output) / "images" / sample.file_name)
+            write_image(sample, folder / file_name)
         except (OSError, ValueError, TypeError) as exc:
             issues.skip(sample.source, f"cannot write the image: {exc}")
             continue
-        written[sample.file_name] = sample.source
+        written[file_name] = sample.source
         image_id = len(images) + 1
-        entry = {"id": image_id, "file_name": sample.file_name, "width": sample.width,
-                 "height": sample.height, "patient_id": str(sample.patient_id), **sample.extra}
+        entry = {"id": image_id, "file_name": file_name, "width": sample.width,
+                 "height": sample.height, "patient_id": str(sample.patient_id),
+                 **_checked_extra(sample, issues)}
         if sample.tumor_type:
             entry["tumor_type"] = sample.tumor_type
         images.append(entry)

@@ -18,8 +18,22 @@ TUMOR_TYPES = ("meningioma", "glioma", "pituitary")
 NAME_PATTERN = re.compile(r"^(?P<label>[^-]+)---(?P<patient>.+?)-i(?P<slice>\d+)$")
 
 
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
+
+
+def one_line(text: object) -> str:
+    """``text`` with line breaks written as ``\\n``/``\\r`` (file names may hold them)."""
+    return str(text).translate(_LINE_BREAKS)
+
+
 class DatasetError(ValueError):
-    """The input as a whole is unusable (missing path, unparsable file, nothing usable)."""
+    """The input as a whole is unusable (missing path, unparsable file, nothing usable).
+
+    Its message is one line (the tools print it as ``<tool>: error: <message>``).
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(message), *args)
 
 
 @dataclass
@@ -66,10 +80,12 @@ class Issues:
     dropped_negatives: int = 0
 
     def skip(self, item: str, reason: str) -> None:
+        item, reason = one_line(item), one_line(reason)
         LOG.warning("%s: skipped: %s", item, reason)
         self.skipped.append((item, reason))
 
     def warn(self, item: str, message: str) -> None:
+        item, message = one_line(item), one_line(message)
         LOG.warning("%s: %s", item, message)
         self.warnings.append((item, message))
 

@@ -45,14 +45,54 @@ def is_plain_8bit(image: Image.Image) -> bool:
 
 def read_checked(path: Path, item: str, issues: Issues) -> Image.Image | None:
     """``open_image`` that records a skip instead of raising."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, ...
+        issues.skip(item, f"unusable image path: {exc}")
+        return None
+    if not found:
         issues.skip(item, f"image file not found: {path}")
         return None
     try:
         return open_image(path)
-    except (OSError, ValueError, SyntaxError) as exc:
-        issues.skip(item, f"unreadable or truncated image {path.name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+        # OSError/SyntaxError (truncated, unknown format), DecompressionBombError (a header
+        # claiming billions of pixels), struct.error, ValueError, ZeroDivisionError...
+        issues.skip(item, f"unreadable or truncated image {path.name}: "
+                          f"{_one_line(exc)}")
         return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def to_number(value: object) -> float:
+    """``value`` as a float: ints, floats and numeric strings; ``ValueError`` otherwise
+    (booleans, lists, dicts, None, text, ints too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{_short(value)} is not a number")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{_short(value)} is not a number") from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def to_numbers(values: object, what: str) -> np.ndarray:
+    """A list of numbers (see :func:`to_number`) as a float array; ``ValueError`` naming
+    ``what`` when it is not a list or holds something else."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{what} is {_short(values)}, not a list of numbers")
+    try:
+        return np.array([to_number(v) for v in values], dtype=float)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def _polygon_parts(geometry) -> list[Polygon]:
@@ -67,10 +107,20 @@ def clean_polygon(xs, ys, width: int, height: int, item: str, issues: Issues,
                   ) -> list[list[float]] | None:
     """Validate one outline; return COCO polygons (repaired/clipped) or ``None`` (skipped).
 
-    Rules: at least 3 distinct points; finite; inside the image (clipped with a warning);
-    non-zero area; simple (self-intersections repaired with shapely's ``make_valid``).
+    Rules: numbers (numeric strings accepted), as many x as y; at least 3 distinct points;
+    finite; inside the image (clipped with a warning); non-zero area; simple
+    (self-intersections repaired with shapely's ``make_valid``).
     """
-    points = np.column_stack([np.asarray(xs, float), np.asarray(ys, float)])
+    try:
+        xs, ys = to_numbers(xs, "x coordinates"), to_numbers(ys, "y coordinates")
+    except ValueError as exc:
+        issues.skip(item, f"polygon coordinates are not numbers ({exc})")
+        return None
+    if len(xs) != len(ys):
+        issues.skip(item, f"polygon has {len(xs)} x and {len(ys)} y coordinates "
+                          "(different lengths)")
+        return None
+    points = np.column_stack([xs, ys])
     if points.ndim != 2 or len(points) == 0:
         issues.skip(item, "polygon has no points")
         return None

@@ -26,10 +26,13 @@ from tumor_det.data.validation import (
     image_array,
     is_plain_8bit,
     read_checked,
+    to_number,
+    to_numbers,
 )
 
 import numpy as np
 from shapely import affinity
+from shapely.errors import ShapelyError
 from shapely.geometry import Point
 
 
@@ -50,43 +53,83 @@ def find_via_json(path: Path) -> Path:
 
 
 def load_via(json_path: Path) -> dict:
-    """The per-image metadata dict of a VIA 1.x/2.x export or 2.x project file."""
+    """The per-image metadata dict of a VIA 1.x/2.x export or 2.x project file.
+
+    Entries that are not objects with a ``filename`` are left to :func:`read_via` to skip; a
+    non-empty file without any such entry is not a VIA file (``DatasetError``).
+    """
     try:
         data = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{json_path} is not valid JSON: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {json_path}: {exc}") from exc
+    except RecursionError:
+        raise DatasetError(f"{json_path} is nested too deeply to be a VIA file") from None
     if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):
         data = data["_via_img_metadata"]
-    if not isinstance(data, dict) or not all(
-            isinstance(v, dict) and "filename" in v for v in data.values()):
+    if not isinstance(data, dict) or (data and not any(
+            isinstance(v, dict) and "filename" in v for v in data.values())):
         raise DatasetError(f"{json_path} is not a VIA 1.x/2.x annotation file "
                            "(expected entries with 'filename' and 'regions')")
     return data
 
 
+def _shape_numbers(shape: dict, keys: tuple[str, ...]) -> list[float]:
+    values = []
+    for key in keys:
+        if key not in shape:
+            raise ValueError(f"no {key!r}")
+        try:
+            values.append(to_number(shape[key]))
+        except ValueError as exc:
+            raise ValueError(f"{key!r}: {exc}") from None
+    return values
+
+
 def shape_points(shape: dict) -> tuple[list[float], list[float]] | str:
-    """The outline ``(xs, ys)`` of a VIA shape, or a reason why it has none."""
+    """The outline ``(xs, ys)`` of a VIA shape, or a reason why it has none.
+
+    Coordinates are numbers (or numeric strings); polygons need as many x as y values.
+    """
     name = shape.get("name")
     try:
         if name in ("polygon", "polyline"):
-            return list(shape["all_points_x"]), list(shape["all_points_y"])
+            xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
+            for key, values in (("all_points_x", xs), ("all_points_y", ys)):
+                if not isinstance(values, list):
+                    return f"{name} shape: {key} is {type(values).__name__}, not a list"
+            if len(xs) != len(ys):
+                return (f"{name} shape: all_points_x and all_points_y have different lengths "
+                        f"({len(xs)} and {len(ys)})")
+            xs = to_numbers(xs, "all_points_x")
+            ys = to_numbers(ys, "all_points_y")
+            return xs.tolist(), ys.tolist()
         if name == "rect":
-            x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+            x, y, w, h = _shape_numbers(shape, ("x", "y", "width", "height"))
             return [x, x + w, x + w, x], [y, y, y + h, y + h]
         if name in ("circle", "ellipse"):
-            cx, cy = float(shape["cx"]), float(shape["cy"])
-            rx = float(shape["r"] if name == "circle" else shape["rx"])
-            ry = float(shape["r"] if name == "circle" else shape["ry"])
-            outline = affinity.scale(Point(cx, cy).buffer(1.0, quad_segs=16), rx, ry)
-            outline = affinity.rotate(outline, float(shape.get("theta", 0.0)), origin=(cx, cy),
-                                      use_radians=True)
+            keys = ("cx", "cy", "r", "r") if name == "circle" else ("cx", "cy", "rx", "ry")
+            cx, cy, rx, ry = _shape_numbers(shape, keys)
+            theta = _shape_numbers(shape, ("theta",))[0] if "theta" in shape else 0.0
+            if not all(np.isfinite([cx, cy, rx, ry, theta])):
+                return f"{name} shape has non-finite values"
+            if rx == 0 or ry == 0:
+                return f"{name} shape has no area (radius 0)"
+            try:
+                outline = affinity.scale(Point(cx, cy).buffer(1.0, quad_segs=16), rx, ry)
+                outline = affinity.rotate(outline, theta, origin=(cx, cy), use_radians=True)
+            except ShapelyError as exc:  # e.g. radii near the float limit
+                return f"{name} shape cannot be drawn ({exc})"
+            if outline.is_empty:
+                return f"{name} shape has no area"
             xs, ys = np.asarray(outline.exterior.coords)[:-1].T
             return xs.tolist(), ys.tolist()
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"{name} shape without valid {exc}"
-    return f"shape {name!r} has no area" if name == "point" else f"unknown shape {name!r}"
+    except ValueError as exc:
+        return f"{name} shape without valid coordinates ({exc})"
+    if name == "point":
+        return "shape 'point' has no area"
+    return f"unknown shape {name!r}"
 
 
 def _type_in(attributes: object) -> str | None:
@@ -109,24 +152,39 @@ def read_via(input_path: Path, image_root: Path | None, issues: Issues,
     root = Path(image_root) if image_root else json_path.parent
     listed = set()
     for key, entry in entries.items():
-        name = str(entry["filename"])
+        if not isinstance(entry, dict) or "filename" not in entry:
+            issues.skip(f"entry {key}", "not a VIA image entry (an object with a 'filename')")
+            continue
+        name = entry["filename"]
+        if not isinstance(name, str) or not name:
+            issues.skip(f"entry {key}", f"filename {name!r} is not a file name")
+            continue
         item = name
         if name in listed:
             issues.skip(f"{name} (entry {key})", "duplicate file name in the VIA file")
             continue
         listed.add(name)
+        regions = entry.get("regions") or []
+        if isinstance(regions, dict):
+            regions = [regions[k] for k in sorted(regions, key=lambda k: (len(k), k))]
+        if not isinstance(regions, list):
+            issues.skip(item, f"'regions' is {type(regions).__name__}, not a list or object "
+                              "of regions")
+            continue
         image = read_checked(root / name, item, issues)
         if image is None:
             continue
         width, height = image.size
         meta = parse_name(Path(name).stem, patient_regex)
-        regions = entry.get("regions") or []
-        if isinstance(regions, dict):
-            regions = [regions[k] for k in sorted(regions, key=lambda k: (len(k), k))]
         instances = []
         for index, region in enumerate(regions):
             region_item = f"{name} region {index}"
-            points = shape_points(region.get("shape_attributes") or {})
+            shape = region.get("shape_attributes") if isinstance(region, dict) else None
+            if not isinstance(shape, dict):
+                what = "region" if not isinstance(region, dict) else "shape_attributes"
+                issues.skip(region_item, f"{what} is not an object")
+                continue
+            points = shape_points(shape)
             if isinstance(points, str):
                 issues.skip(region_item, points)
                 continue
