@@ -29,11 +29,28 @@ setup(
         "h5py",
         "nibabel",
         "pydicom",
+        # pydicom's decoders for compressed DICOM, permissive licences only: JPEG 2000
+        # (pylibjpeg-openjpeg, MIT), JPEG-LS (pyjpegls, MIT), JPEG baseline/lossless and
+        # JPEG 2000 (python-gdcm, BSD); 12-bit JPEG extended needs the "dicom-gpl" extra.
+        "pylibjpeg",
+        "pylibjpeg-openjpeg",
+        "pyjpegls",
+        "python-gdcm",
+        "highdicom",
         "shapely",
         "scipy",
+        "scikit-learn",
         "monai",
         "tqdm",
         "tabulate",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={
+        # pylibjpeg-libjpeg (GPL-3.0): the only PyPI decoder of 12-bit JPEG extended that
+        # pydicom can use; opt-in because of its licence (make installs it: the README set-up)
+        "dicom-gpl": ["pylibjpeg-libjpeg"],
+        # ONNX export (tools/export_model.py --format onnx) and the onnxruntime backend of
+        # TumorPredictor/splash; the torch and torchscript backends need neither
+        "export": ["onnx", "onnxruntime"],
+        "dev": ["pytest", "hypothesis", "ruff", "onnx", "onnxruntime"],
+    },
 )

@@ -5,6 +5,8 @@
     python tools/benchmark.py --task profile              # where our inference time goes
     python tools/benchmark.py --task sizes --weights output/quick_cpu/model_final.pth
     python tools/benchmark.py --task accuracy --iters 150 --size 256
+    python tools/benchmark.py --task inference --backend onnxruntime   # our exported model
+    python tools/benchmark.py --task scan                 # a whole 240x240x155 scan, speed-ups
     python tools/benchmark.py --task inference --quick --size 128   # smoke test
 
 Each task prints tables and replaces its section of ``benchmarks/RESULTS.md`` (``--results``;
@@ -25,7 +27,8 @@ import torch
 from benchmarks.common import LOAD_LIMIT, RESULTS, Report, log, machine_info, write_section
 
 REPO = Path(__file__).resolve().parents[1]  # the repository (holds benchmarks/)
-TASKS = ("inference", "train", "profile", "sizes", "accuracy")
+TASKS = ("inference", "train", "profile", "sizes", "accuracy", "scan")
+BACKENDS = ("torch", "torchscript", "onnxruntime")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="detections per image on both sides (score threshold 0 for speed)")
     p.add_argument("--tv-config", choices=("stock", "matched"), default="stock",
                    help="torchvision's own RPN/RoI/anchor settings, or ours")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="inference/profile: how ours runs (the PyTorch model, or the model "
+                        "exported by tumor_det.export and run by TorchScript / ONNX Runtime)")
+    p.add_argument("--fast", action="store_true",
+                   help="inference/profile, torch backend: conv/norm folded and channels_last")
+    p.add_argument("--bf16", action="store_true",
+                   help="inference: ours under bfloat16 autocast on the CPU")
+    p.add_argument("--scan-shape", default="240,240,155",
+                   help="scan task: the synthetic scan's shape (X,Y,Z; square in-plane)")
+    p.add_argument("--scan-batch", type=int, default=None,
+                   help="scan task: slices per forward pass of the batched variants "
+                        "(default 4 on the CPU, 8 on CUDA)")
+    p.add_argument("--variants", default=None,
+                   help="scan task: comma-separated substrings of the variants to run beside "
+                        "the baseline (default: all)")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="Detectron2 config overrides for our model, e.g. "
                         "MODEL.RPN.POST_NMS_TOPK_TEST 300")
@@ -62,9 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--sizes", default="384,512,800", help="sizes task: test sizes (px)")
     p.add_argument("--weights", default=None,
-                   help="sizes task: trained checkpoint of --config (else trained here)")
+                   help="sizes/scan: trained checkpoint of --config (sizes: else trained "
+                        "here; scan: else output/demo/model/model_final.pth when present, else "
+                        "random weights with --detections per slice at score threshold 0)")
     p.add_argument("--config", default="quick_cpu.yaml",
-                   help="sizes task: config of the trained model (a path or a built-in name)")
+                   help="sizes/scan: config of the model (a path or a built-in name)")
     p.add_argument("--iters", type=int, default=None,
                    help="sizes/accuracy: training iterations (sizes: 200; accuracy: 120)")
     p.add_argument("--real", default=str(REPO.parent / "shared" / "datasets" /
@@ -84,8 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if q and args.batches == [1, 4]:
         args.batches = [1, 2]
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.scan_shape = tuple(int(s) for s in args.scan_shape.split(","))
+    if len(args.scan_shape) != 3 or args.scan_shape[0] != args.scan_shape[1]:
+        p.error("--scan-shape: X,Y,Z with X == Y")
+    args.variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     default_reps = {"inference": (3, 10), "train": (2, 8), "profile": (2, 5),
-                    "sizes": (2, 7), "accuracy": (0, 0)}[args.task]
+                    "sizes": (2, 7), "accuracy": (0, 0), "scan": (1, 2)}[args.task]
     args.reps = args.reps or default_reps[0 if q else 1]
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
     args.lr = args.lr or (0.01 if args.task == "accuracy" else 1e-5)
@@ -99,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.amp and not args.device.startswith("cuda"):
         log("--amp: float16 autocast is CUDA-only; running float32 on the CPU")
         args.amp = False
+    if (args.fast or args.bf16) and args.backend != "torch":
+        p.error("--fast/--bf16 apply to the torch backend (an exported model is fixed)")
     return args
 
 
@@ -109,7 +135,8 @@ def run(args: argparse.Namespace) -> Report:
     # only the task's module: the speed tasks need none of quality's evaluation libraries
     module, name = {"inference": ("speed", "run_inference"), "train": ("speed", "run_train"),
                     "profile": ("profiling", "run_profile"), "sizes": ("quality", "run_sizes"),
-                    "accuracy": ("quality", "run_accuracy")}[args.task]
+                    "accuracy": ("quality", "run_accuracy"), "scan": ("scan", "run_scan")
+                    }[args.task]
     fn = getattr(importlib.import_module(f"benchmarks.{module}"), name)
     for attempt in range(args.retries + 1):
         report = fn(args)
@@ -121,6 +148,21 @@ def run(args: argparse.Namespace) -> Report:
     return report
 
 
+def section_key(args: argparse.Namespace) -> str:
+    """One RESULTS.md section per task, device type, backend and precision (fp32 PyTorch on the
+    CPU: the task's name); the scan task's sections also name a config other than the quick
+    one."""
+    key = args.task + ("" if args.device == "cpu" else "-" + args.device.split(":")[0])
+    if args.backend != "torch":
+        key += "-" + args.backend
+    key += "-fast" if args.fast else ""
+    key += "-bf16" if args.bf16 else ""
+    key += "-amp" if args.amp else ""
+    if args.task == "scan" and Path(args.config).stem != "quick_cpu":
+        key += "-" + Path(args.config).stem
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -130,11 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{info} | threads {args.threads} | load {os.getloadavg()}")
     report = run(args)
     if args.results:
-        # one section per task, device type and precision (fp32 CPU: the task's name)
-        key = args.task + ("" if args.device == "cpu" else "-" + args.device.split(":")[0]) \
-            + ("-amp" if args.amp else "")
-        report.task = key
-        write_section(args.results, key, report.markdown(info, argv))
+        report.task = section_key(args)
+        write_section(args.results, report.task, report.markdown(info, argv))
         print(f"updated {args.results}")
     return 0
 

@@ -125,7 +125,8 @@ def copy_torchvision_weights(tv_model: nn.Module, d2_model: nn.Module) -> dict[s
 
 def build_pair(spec: ModelSpec, predictor: bool = True, config_file: str | Path = BASE_CONFIG):
     """(cfg, ours, torchvision) from one initialisation. ``ours`` is a TumorPredictor (eval
-    mode) when ``predictor``, else the bare Detectron2 model (train mode)."""
+    mode; the model as built, nothing folded: ``TumorPredictor.optimize`` after the weights are
+    copied) when ``predictor``, else the bare Detectron2 model (train mode)."""
     from tumor_det.predictor import TumorPredictor
 
     from detectron2.modeling import build_model
@@ -133,7 +134,7 @@ def build_pair(spec: ModelSpec, predictor: bool = True, config_file: str | Path 
     cfg = our_cfg(spec, config_file)
     tv = build_torchvision(spec, cfg)
     if predictor:
-        ours = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+        ours = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True, fuse=False)
         copy_torchvision_weights(tv, ours.model)
         tv.eval()
     else:

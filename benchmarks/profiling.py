@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import LoadMonitor, Report, autocast, sync
 from benchmarks.models import MODELS, build_pair, synthetic_samples
-from benchmarks.speed import spec_from
+from benchmarks.speed import ours_as_asked, ours_description, spec_from
 
 
 def _wrap(obj, name: str, label: str) -> None:
@@ -110,6 +110,9 @@ def run_profile(args: Namespace) -> Report:
     rep = Report("profile", f"profile ({args.size} px, batch {args.batches[0]}, "
                  f"{args.device})")
     _, ours, tv = build_pair(spec)
+    if args.backend != "torch":
+        raise SystemExit("--task profile times the PyTorch model's parts: --backend torch")
+    ours = ours_as_asked(args, ours)
     batch = args.batches[0]
     images = [s.image for s in synthetic_samples(batch, args.size, seed=args.seed + 1)]
 
@@ -151,7 +154,8 @@ def run_profile(args: Namespace) -> Report:
         f"monkeypatching in the benchmark only), {args.reps} profiled passes after "
         f"{args.warmup} warm-up, {args.size}x{args.size} synthetic slices, batch {batch}, "
         f"{args.threads} threads, {args.detections} detections/image (score threshold 0), "
-        f"same initialisation. ms per image. torchvision's transform resizes inside "
+        f"same initialisation; ours: {ours_description(args)}. ms per image. torchvision's "
+        f"transform resizes inside "
         f"'to-tensor+normalise+pad'; ours resizes in 'pre: resize' (TumorPredictor). "
         f"'other' = total minus the parts (e.g. box/mask inference glue, output to CPU).")
     rep.add_table(rows, ["part", "ours ms", "ours %", "torchvision ms", "torchvision %"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -126,12 +127,51 @@ def memory_headers(device: str) -> list[str]:
 # ----------------------------------------------------------------------------- inference
 
 
+def ours_as_asked(args: Namespace, ours):
+    """Ours with ``--backend`` (the model exported by ``tumor_det.export`` into the work
+    folder, run through TumorPredictor's exported backend), ``--fast`` (conv/norm folded,
+    channels_last) and ``--bf16`` (bfloat16 autocast); the same weights (torchvision's)."""
+    from tumor_det.export import FORMAT_OF_BACKEND, export_model
+    from tumor_det.predictor import TumorPredictor
+
+    if args.backend != "torch":
+        fmt = FORMAT_OF_BACKEND[args.backend]
+        folder = Path(args.workdir or tempfile.mkdtemp(prefix="tumor-bench-")) / "export"
+        t = time.perf_counter()
+        files = export_model(ours.model, ours.cfg, folder, [fmt])
+        log(f"exported ours to {files[fmt]} in {time.perf_counter() - t:.1f} s")
+        return TumorPredictor(ours.cfg, score_threshold=0.0, allow_untrained=True,
+                              backend=args.backend, exported=files[fmt])
+    if args.fast:
+        ours.optimize(fuse=True, channels_last=True)
+    if args.bf16:
+        ours.bf16 = True
+    return ours
+
+
+def ours_description(args: Namespace) -> str:
+    if args.backend != "torch":
+        how = ("model.onnx in an ONNX Runtime session" if args.backend == "onnxruntime"
+               else "model.ts through torch.jit.load")
+        return (f"exported by `tumor_det.export` ({how}) and run through "
+                f"`TumorPredictor(backend={args.backend!r})`")
+    parts = []
+    if args.fast:
+        parts.append("conv/norm folded and channels_last (`TumorPredictor.optimize`)")
+    if args.bf16:
+        parts.append("bfloat16 autocast")
+    return "PyTorch" + (f", {', '.join(parts)}" if parts else "")
+
+
 def run_inference(args: Namespace) -> Report:
     """Per-image latency (median, p90), throughput and peak memory of both models."""
     spec = spec_from(args)
+    how = "".join([f", ours: {args.backend}" if args.backend != "torch" else "",
+                   ", ours fast" if args.fast else "", ", ours bf16" if args.bf16 else ""])
     rep = Report("inference", f"inference ({args.size} px, {args.device}"
-                 f"{', AMP fp16' if args.amp else ''})")
+                 f"{', AMP fp16' if args.amp else ''}{how})")
     cfg, ours, tv = build_pair(spec)
+    ours = ours_as_asked(args, ours)
     samples = synthetic_samples(max(args.batches), args.size, seed=args.seed + 1)
     images = [s.image for s in samples]
     ndet = {"ours": len(ours.run_model(images[:1])[0]),
@@ -164,7 +204,8 @@ def run_inference(args: Namespace) -> Report:
         f"{args.reps} timed repetitions, interleaved. Fixed number of detections: score "
         f"threshold 0 and {args.detections} detections per image on both sides. Ours: "
         f"`configs/Base-Tumor-RCNN-FPN.yaml` through `TumorPredictor.run_model` (resize, "
-        f"to-tensor, model, masks pasted at full size, to CPU); torchvision: "
+        f"to-tensor, model, masks pasted at full size, to CPU), {ours_description(args)}; "
+        f"torchvision: "
         f"`maskrcnn_resnet50_fpn` v1 ({args.tv_config} settings), to-tensor + model + mask "
         f"threshold; both under `torch.inference_mode`. Peak memory: max RSS of a fresh "
         f"process per model (build + 2 passes) at batch {max(args.batches)}.")

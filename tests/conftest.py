@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets" / "brain_tumor_mri"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# OpenMP threads that spin while waiting make CPU runs several times slower on busy cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Tests never download (CI machines may have internet): weights URLs fail at once unless a test
 # serves them from 127.0.0.1 and removes this switch (tests/test_weights.py).
 os.environ.setdefault("TUMOR_DET_OFFLINE", "1")

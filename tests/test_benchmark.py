@@ -55,6 +55,36 @@ def test_train_quick(tmp_path: Path) -> None:
     assert "<!-- benchmark:train:start -->" in md
 
 
+@pytest.mark.slow
+def test_scan_quick(tmp_path: Path) -> None:
+    """The whole-scan task on a tiny scan: the baseline, two speed-ups and the exported
+    ONNX Runtime backend, each compared with the baseline's masks."""
+    pytest.importorskip("onnxruntime")
+    out, md = _run(tmp_path, "--task", "scan", "--quick", "--scan-shape", "64,64,8",
+                   "--variants", "skip,batch,onnxruntime", "--workdir", str(tmp_path / "w"),
+                   "--opts", "INPUT.MIN_SIZE_TEST", "64")
+    rows = {line.split("  ")[0].strip(): line.split() for line in out.splitlines()
+            if line.startswith(("baseline", "+ skip", "+ batch", "onnxruntime"))}
+    assert set(rows) == {"baseline", "+ skip slices without anatomy", "+ batch 4",
+                         "onnxruntime (skip)", "onnxruntime, 4 slices in parallel"}, out
+    assert rows["baseline"][1] == "8"  # every slice
+    assert int(rows["onnxruntime (skip)"][2]) < 8  # air slices are not run
+    assert float(rows["onnxruntime (skip)"][10]) >= 0.99  # Dice on the anatomy slices
+    assert float(rows["onnxruntime, 4 slices in parallel"][13]) >= 0.99
+    assert "read s" in out and "model s" in out and "1-min load avg" in out
+    assert "<!-- benchmark:scan:start -->" in md
+
+
+@pytest.mark.slow
+def test_inference_exported_backend_quick(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    out, md = _run(tmp_path, "--task", "inference", "--quick", "--size", "128", "--reps", "1",
+                   "--warmup", "0", "--batches", "1", "--no-memory", "--backend",
+                   "onnxruntime", "--workdir", str(tmp_path / "w"))
+    assert "TumorPredictor(backend='onnxruntime')" in out
+    assert "<!-- benchmark:inference-onnxruntime:start -->" in md
+
+
 def test_write_section_replaces_own_section(tmp_path: Path) -> None:
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nother text\n")

@@ -569,20 +569,11 @@ def test_prepare_figshare_fuzz(slices, cvind, options, folds):
 # escapes a reader other than InputError is counted (``event``) and reported, and anything a
 # caller would not catch fails the test.
 
-#: Bugs found by these tests in files other than the importers, reported to their owners and
-#: reproduced by the strict xfail tests below (``test_known_bug_*``). While one is open, a fuzz
-#: example that hits it is counted, not failed, so the fuzzing goes on looking for others.
-#: Remove an entry together with its fix.
-KNOWN_BUGS = {
-    # (exception type name, file it is raised from or through): what triggers it
-    ("DecompressionBombError", "tumor_det/io/image2d.py"):
-        "a PNG header claiming billions of pixels",
-    ("OrientationError", "tumor_det/geometry.py"): "a NIfTI affine with a zero voxel size",
-    ("LinAlgError", "tumor_det/geometry.py"):
-        "an affine with NaN values (NIfTI pixdim/sform, DICOM positions)",
-    ("ValueError", "tumor_det/io/dicom.py"):
-        "a DICOM series whose ImageOrientationPatient has fewer than 6 values",
-}
+#: Open bugs found by these tests outside the importers, ``{(exception type, file): trigger}``,
+#: each with a strict-xfail reproduction; while one is open, a fuzz example that hits it is
+#: counted, not failed, so the fuzzing goes on looking for others. The ones found so far are
+#: fixed; their reproductions below (``test_known_bug_*``) stay as regression tests.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}  # none open
 
 
 def _known_bug(exc: BaseException) -> str | None:
@@ -950,13 +941,10 @@ def test_splash_cli_on_broken_inputs_names_each_skip(tmp_path):
         assert re.search(re.escape(name), skipped), name
 
 
-# ----------------------------------------------------------------------------- known bugs
-# Found by the fuzz tests in other files (see KNOWN_BUGS). Strict xfail: once fixed, each one
-# passes, fails as XPASS, and its marker and KNOWN_BUGS entry are to be removed.
+# ------------------------------------------------------------------- bugs found by fuzzing
+# Found by the fuzz tests in the inference readers; fixed, kept as regression tests.
 
 
-@pytest.mark.xfail(strict=True, reason="tumor_det/io/image2d.py: is_truncated/read_image let "
-                   "PIL's DecompressionBombError escape (splash ends with a traceback)")
 def test_known_bug_decompression_bomb_png_is_an_input_error(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(png_with_size(65535, 70000))
@@ -964,9 +952,6 @@ def test_known_bug_decompression_bomb_png_is_an_input_error(tmp_path):
         read_image(path)
 
 
-@pytest.mark.xfail(strict=True, reason="tumor_det/io/nifti.py: load_nifti accepts a singular "
-                   "or NaN affine; geometry.canonical then raises OrientationError/LinAlgError "
-                   "(splash: a 'failed' skip; prepare --format nifti: a traceback)")
 @pytest.mark.parametrize("voxel", [0.0, float("nan")])
 def test_known_bug_nifti_degenerate_affine_is_an_input_error(tmp_path, voxel):
     path = tmp_path / "scan.nii"
@@ -980,9 +965,6 @@ def test_known_bug_nifti_degenerate_affine_is_an_input_error(tmp_path, voxel):
         display_slices(load_nifti(path), "axial")
 
 
-@pytest.mark.xfail(strict=True, reason="tumor_det/io/dicom.py load_dicom_series: an "
-                   "ImageOrientationPatient of fewer than 6 values raises numpy's ValueError "
-                   "(np.cross), not InputError (splash: a 'failed: ValueError' skip)")
 def test_known_bug_dicom_series_short_orientation_is_an_input_error(tmp_path):
     paths = []
     for k in range(2):

@@ -250,10 +250,6 @@ def test_splash_writes_every_output_of_a_three_class_model(splashed):
     assert {c for d in splashed["drawn"] for c in d["classes"]} <= {0, 1, 2}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tumor_det/splash_sink.py class_metadata reads MetadataCatalog.get(DATASETS.TEST[0]) but "
-    "splash never registers or loads the datasets: names fall back to class0..2 and ids to "
-    "index + 1 (reported to the splash owner; remove this marker with the fix)"))
 def test_splash_maps_classes_to_the_datasets_ids_and_names(splashed):
     names = list(TUMOR_TYPES)  # the types579 categories 5, 7, 9 in id order
     assert all(d["names"] == names for d in splashed["drawn"]), splashed["drawn"][:2]

@@ -33,8 +33,9 @@ def to_uint8(
         return image.astype(np.uint8) * 255
     if not np.issubdtype(image.dtype, np.number):
         raise TypeError(f"cannot convert an image of dtype {image.dtype} to 8 bits")
-    is_finite = np.isfinite(image)  # NaN/inf: no measurement; outside the window, black
     values = image.astype(np.float32)
+    # NaN/inf (also float64 values beyond float32's range): no measurement; black
+    is_finite = np.isfinite(values)
     finite = values[is_finite]
     if finite.size == 0:
         return np.zeros(image.shape, np.uint8)

@@ -13,10 +13,12 @@ category id of each lesion's class; models with several classes), ``<stem>_proba
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tumor_det.data import register_all
 from tumor_det.io import InputError, reader_for
 from tumor_det.io.dicom import DicomSeries
 from tumor_det.outputs import (
@@ -41,18 +43,36 @@ VOLUME_FPS = 10.0
 
 
 def class_metadata(cfg: CfgNode) -> tuple[list[str], dict[int, int] | None]:
-    """Class names and contiguous index -> dataset id, from ``DATASETS.TEST[0]``'s metadata.
+    """Class names and contiguous index -> dataset category id, from ``DATASETS.TEST[0]``.
 
-    Without metadata (or when it disagrees with ``NUM_CLASSES``): ``tumor`` or ``class<i>``,
-    and ids ``index + 1``.
+    The datasets under ``TUMOR.DATASETS_ROOT`` are registered first (splash loads none); the
+    names and ids come from the metadata Detectron2 keeps after loading the dataset, else from
+    the ``categories`` of its COCO file (sorted by id, as ``load_coco_json`` orders them), so a
+    dataset with ids 5, 7, 9 maps back to them. Without either (or when they disagree with
+    ``NUM_CLASSES``): ``tumor`` or ``class<i>``, and ids ``index + 1``.
     """
-    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
     n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    names = list(meta.get("thing_classes", [])) if meta else []
+    names: list[str] = []
+    ids: dict[int, int] | None = None
+    if cfg.DATASETS.TEST:
+        register_all(cfg.TUMOR.DATASETS_ROOT or None)
+        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        names = list(meta.get("thing_classes", []))
+        id_map = meta.get("thing_dataset_id_to_contiguous_id", None)
+        ids = {v: k for k, v in id_map.items()} if id_map else None
+        json_file = meta.get("json_file", None)
+        if not names and json_file and Path(json_file).is_file():
+            try:
+                categories = sorted(json.loads(Path(json_file).read_text())["categories"],
+                                    key=lambda c: c["id"])
+                names = [str(c["name"]) for c in categories]
+                ids = {k: int(c["id"]) for k, c in enumerate(categories)}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("%s: no class names from its categories (%s)", json_file, exc)
     if len(names) != n:
         names = ["tumor"] if n == 1 else [f"class{i}" for i in range(n)]
-    id_map = meta.get("thing_dataset_id_to_contiguous_id", None) if meta else None
-    return names, ({v: k for k, v in id_map.items()} if id_map else None)
+        ids = None
+    return names, ids
 
 
 @dataclass

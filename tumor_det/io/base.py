@@ -66,3 +66,14 @@ class ReaderWriter(ABC):
     def write_seg(self, seg: np.ndarray, path: Path, like: Any) -> Path:
         """Write a mask shaped like what :meth:`read` returned (``like``), atomically."""
         raise NotImplementedError(f"{type(self).__name__} does not write segmentations")
+
+
+def check_affine(affine: np.ndarray, what: str) -> np.ndarray:
+    """``affine`` as float64 if it can place voxels (finite, invertible 3x3 part); otherwise
+    :class:`InputError` naming ``what`` (a zero or NaN voxel size, NaN positions...)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise InputError(f"{what}: the voxel-to-world affine is not finite")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{what}: the voxel-to-world affine is singular (a zero voxel size?)")
+    return affine

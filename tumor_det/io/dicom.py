@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tumor_det.atomic import atomic_path
 from tumor_det.geometry import LPS_TO_RAS, Volume, canonical
-from tumor_det.io.base import Image2D, InputError, ReaderWriter
+from tumor_det.io.base import Image2D, InputError, ReaderWriter, check_affine
 from tumor_det.io.image2d import write_mask_png
 from tumor_det.io.nifti import write_nifti
 
@@ -71,8 +71,11 @@ def dicom_pixels(ds) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputError(f"multi-frame DICOM ({frames} frames) is not supported")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"DICOM RescaleSlope/RescaleIntercept are not numbers ({exc})") from exc
     if slope != 1 or intercept != 0:
         pixels = pixels.astype(np.float32) * slope + intercept
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
@@ -83,10 +86,11 @@ def dicom_pixels(ds) -> np.ndarray:
 def dicom_spacing(ds) -> tuple[float, float] | None:
     """``PixelSpacing`` as (row spacing, column spacing) in mm, or None when absent."""
     spacing = ds.get("PixelSpacing")
-    if not spacing or len(spacing) != 2:
+    try:
+        row, col = (float(v) for v in spacing)
+    except (TypeError, ValueError):  # absent, one value, or not numbers: unknown spacing
         return None
-    row, col = (float(v) for v in spacing)
-    return (row, col) if row > 0 and col > 0 else None
+    return (row, col) if row > 0 and col > 0 and np.isfinite([row, col]).all() else None
 
 
 def read_dicom(path: Path) -> Image2D:
@@ -133,6 +137,9 @@ def load_dicom_series(files: Sequence[Path]) -> DicomSeries:
         row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     except (AttributeError, TypeError, ValueError) as exc:
         raise InputError("DICOM series lacks ImageOrientationPatient/PixelSpacing") from exc
+    if orientation.shape != (6,) or not np.isfinite(orientation).all():
+        raise InputError(f"DICOM series: ImageOrientationPatient needs 6 numbers, got "
+                         f"{list(first.ImageOrientationPatient)}")
     rowcos, colcos = orientation[:3], orientation[3:]
     normal = np.cross(rowcos, colcos)
 
@@ -170,7 +177,8 @@ def load_dicom_series(files: Sequence[Path]) -> DicomSeries:
     affine_lps[:3, 1] = colcos * row_spacing
     affine_lps[:3, 2] = step
     affine_lps[:3, 3] = origin
-    return DicomSeries(data, LPS_TO_RAS @ affine_lps, files=sorted_files)
+    return DicomSeries(data, check_affine(LPS_TO_RAS @ affine_lps, "DICOM series"),
+                       files=sorted_files)
 
 
 def lps_grid(volume: Volume) -> Volume:

@@ -47,7 +47,11 @@ def is_truncated(path: Path) -> bool:
 
 def read_image(path: Path) -> Image2D:
     """An 8/16-bit, grey or colour image as OpenCV reads it (BGR order, alpha kept)."""
-    if is_truncated(path):
+    try:
+        truncated = is_truncated(path)
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise InputError(f"image too large ({exc})") from exc
+    if truncated:
         raise InputError("truncated image")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tumor_det.atomic import atomic_path
 from tumor_det.geometry import Volume
-from tumor_det.io.base import InputError, ReaderWriter
+from tumor_det.io.base import InputError, ReaderWriter, check_affine
 
 import nibabel as nib
 import numpy as np
@@ -44,7 +44,7 @@ def load_nifti(path: Path, channel: int | None = None) -> Volume:
         data = data[..., channel or 0]
     if data.ndim != 3 or min(data.shape) == 0:
         raise InputError(f"unsupported NIfTI shape {data.shape}")
-    return Volume(data, np.asarray(img.affine, dtype=np.float64), img.header)
+    return Volume(data, check_affine(img.affine, "NIfTI"), img.header)
 
 
 def nifti_dtype(seg: np.ndarray) -> np.dtype:

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Export the tumor Mask R-CNN to TorchScript and ONNX (Detectron2's tracing export).
+
+    python tools/export_model.py --weights output/demo/model/model_final.pth --output output/export
+    python tools/splash.py --weights output/export/model.onnx --input scan.nii.gz
+    python tools/export_model.py --help
+
+The logic is in :mod:`tumor_det.export`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tumor_det.export import main
+
+if __name__ == "__main__":
+    sys.exit(main())
