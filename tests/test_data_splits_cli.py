@@ -153,5 +153,6 @@ def test_prepare_cli_fails_clearly_on_missing_input(tmp_path):
     done = _cli("tools/prepare_dataset.py", "--format", "via", "--input",
                 str(tmp_path / "missing"), "--output", str(tmp_path / "out"))
     assert done.returncode != 0
-    assert done.stderr.strip() == f"prepare_dataset.py: error: input not found: {tmp_path / 'missing'}"
+    expected = f"prepare_dataset.py: error: input not found: {tmp_path / 'missing'}"
+    assert done.stderr.strip() == expected
     assert "Traceback" not in done.stderr
