@@ -69,8 +69,15 @@ def test_scan_quick(tmp_path: Path) -> None:
                          "onnxruntime (skip)", "onnxruntime, 4 slices in parallel"}, out
     assert rows["baseline"][1] == "8"  # every slice
     assert int(rows["onnxruntime (skip)"][2]) < 8  # air slices are not run
-    assert float(rows["onnxruntime (skip)"][10]) >= 0.99  # Dice on the anatomy slices
-    assert float(rows["onnxruntime, 4 slices in parallel"][13]) >= 0.99
+    # The exported backend answers as the PyTorch model on the same (skipped) slices: its
+    # "Dice (anatomy)" and "same count" columns match the "+ skip" row's. (Skipping itself can
+    # change the anatomy slices' 3D lesions through the lesion rules when a random model, as
+    # in a fresh clone, finds lesions beside the air slices; the trained model in
+    # benchmarks/RESULTS.md keeps Dice 1.0 there.)
+    skip = rows["+ skip slices without anatomy"]
+    for name, offset in (("onnxruntime (skip)", 10), ("onnxruntime, 4 slices in parallel", 13)):
+        assert abs(float(rows[name][offset]) - float(skip[13])) <= 0.01, out
+        assert abs(float(rows[name][offset + 1]) - float(skip[14])) <= 0.01, out
     assert "read s" in out and "model s" in out and "1-min load avg" in out
     assert "<!-- benchmark:scan:start -->" in md
 

@@ -231,7 +231,7 @@ def read_records(csv_path: str | os.PathLike) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for key, value in row.items():
-            if key in ("file_name", "image_id", "hd95_unit"):
+            if key in ("file_name", "image_id", "patient_id", "hd95_unit"):
                 continue
             row[key] = float(value) if value else math.nan
     return rows
