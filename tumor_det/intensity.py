@@ -33,7 +33,8 @@ def to_uint8(
         return image.astype(np.uint8) * 255
     if not np.issubdtype(image.dtype, np.number):
         raise TypeError(f"cannot convert an image of dtype {image.dtype} to 8 bits")
-    values = image.astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range -> inf, handled below
+        values = image.astype(np.float32)
     # NaN/inf (also float64 values beyond float32's range): no measurement; black
     is_finite = np.isfinite(values)
     finite = values[is_finite]
