@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -22,8 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from toy_data import toy_opts, write_toy_dataset
+from toy_data import toy_opts, train_net_in_process, write_toy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -62,15 +60,8 @@ def _run(cmd: list[str], timeout: int = 420) -> str:
 
 def _eval_one_process(root: Path, weights: Path, output: Path) -> dict:
     """``tools/train_net.py --eval-only`` in this process, with one thread like the workers."""
-    tool = runpy.run_path(str(TRAIN_NET))
-    args = tool["build_parser"]().parse_args(
+    return train_net_in_process(
         [*CONFIG, "--eval-only", *_opts(root, output), "MODEL.WEIGHTS", str(weights)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return tool["main"](args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _same(a: float, b: float) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_util
+from toy_data import train_net_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +108,8 @@ def _opts(root: Path, output: Path, test: str = "types_val") -> list[str]:
 
 
 def _train_net(argv: list[str]):
-    """``tools/train_net.py``'s ``main`` on ``argv`` in this process (one process, one thread:
-    more threads than free cores make CPU training many times slower)."""
-    tool = runpy.run_path(str(TOOLS / "train_net.py"))
-    args = tool["build_parser"]().parse_args(["--config-file", "configs/quick_cpu.yaml", *argv])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return tool["main"](args)
-    finally:
-        torch.set_num_threads(threads)
+    """``tools/train_net.py``'s ``main`` on ``argv`` in this process (one thread)."""
+    return train_net_in_process(["--config-file", "configs/quick_cpu.yaml", *argv])
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+TRAIN_NET = Path(__file__).resolve().parents[1] / "tools" / "train_net.py"
 
 
 def write_toy_dataset(root: Path, name: str = "toy", size: int = 64,
@@ -51,3 +55,16 @@ def toy_opts(root: Path, output_dir: Path, max_iter: int = 4, name: str = "toy")
         "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0", "SOLVER.WARMUP_ITERS", "1",
         "TUMOR.EVAL.COCO", "False", "OUTPUT_DIR", str(output_dir), "SEED", "1",
     ]
+
+
+def train_net_in_process(argv: list[str]):
+    """``tools/train_net.py``'s ``main`` on ``argv`` in this process, with one thread like the
+    workers of a multi-process run (more threads than free cores slow CPU training a lot)."""
+    tool = runpy.run_path(str(TRAIN_NET))
+    args = tool["build_parser"]().parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return tool["main"](args)
+    finally:
+        torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumor_det.data.records import Issues
+from tumor_det.io.image2d import open_complete
 
 import numpy as np
 import shapely
@@ -17,13 +18,6 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity, make_valid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode ``path``; ``OSError``/``ValueError`` say it is unreadable."""
-    image = Image.open(path)
-    image.load()  # a truncated file fails here, not at open()
-    return image
 
 
 def image_array(image: Image.Image) -> np.ndarray:
@@ -44,7 +38,8 @@ def is_plain_8bit(image: Image.Image) -> bool:
 
 
 def read_checked(path: Path, item: str, issues: Issues) -> Image.Image | None:
-    """``open_image`` that records a skip instead of raising."""
+    """:func:`tumor_det.io.open_complete` (the truncation check inference uses too) that
+    records a skip instead of raising."""
     try:
         found = path.is_file()
     except (OSError, ValueError) as exc:  # a name too long for the file system, ...
@@ -54,7 +49,7 @@ def read_checked(path: Path, item: str, issues: Issues) -> Image.Image | None:
         issues.skip(item, f"image file not found: {path}")
         return None
     try:
-        return open_image(path)
+        return open_complete(path)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
         # OSError/SyntaxError (truncated, unknown format), DecompressionBombError (a header
         # claiming billions of pixels), struct.error, ValueError, ZeroDivisionError...
