@@ -181,11 +181,11 @@ class Report:
             f"{info['cores']} cores; {machine}.",
             "",
         ]
-        return "\n".join([_marker(self.task, "start"), *head, *self.lines,
-                          _marker(self.task, "end")])
+        return "\n".join([marker(self.task, "start"), *head, *self.lines,
+                          marker(self.task, "end")])
 
 
-def _marker(task: str, which: str) -> str:
+def marker(task: str, which: str) -> str:
     return f"<!-- benchmark:{task}:{which} -->"
 
 
@@ -193,8 +193,8 @@ def write_section(path: str | Path, task: str, text: str) -> None:
     """Replace this task's marked section of ``path`` (append it when absent), atomically."""
     path = Path(path)
     old = path.read_text() if path.is_file() else ""
-    pattern = re.compile(re.escape(_marker(task, "start")) + ".*?"
-                         + re.escape(_marker(task, "end")), re.S)
+    pattern = re.compile(re.escape(marker(task, "start")) + ".*?"
+                         + re.escape(marker(task, "end")), re.S)
     if pattern.search(old):
         new = pattern.sub(lambda _: text, old)
     else:

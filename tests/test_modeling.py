@@ -93,14 +93,10 @@ def test_tta_merges_after_augmentation(monkeypatch, merge):
     model = build_model(cfg).eval()
     tta = with_tta(cfg, model)
     assert isinstance(tta, GeneralizedRCNNWithTTA) and isinstance(tta, TumorRCNNWithTTA)
-    # Detectron2's TTA result for one image: stacked full-image detections
+    # TTA's merged detections of one image before mask pasting: stacked boxes whose per-RoI
+    # masks fill them
     raw = _stacked()
-    masks = torch.zeros(3, SIZE, SIZE, dtype=torch.bool)
-    for k, (x0, y0, x1, y1) in enumerate(raw.pred_boxes.tensor.int().tolist()):
-        masks[k, y0:y1, x0:x1] = True
-    raw.pred_masks = masks
-    monkeypatch.setattr(GeneralizedRCNNWithTTA, "_inference_one_image",
-                        lambda self, inp: {"instances": raw})
+    monkeypatch.setattr(TumorRCNNWithTTA, "raw_inference", lambda self, inp: raw)
     out = tta([{"image": torch.zeros(3, SIZE, SIZE), "height": SIZE, "width": SIZE}])
     assert len(out[0]["instances"]) == (2 if merge else 3)
 

@@ -83,6 +83,32 @@ def add_tumor_config(cfg: CN) -> None:
     cfg.TUMOR.AUGMENT.ROTATION = 0.0  # degrees, uniform in [-R, R]
     cfg.TUMOR.AUGMENT.BRIGHTNESS = (1.0, 1.0)
     cfg.TUMOR.AUGMENT.CONTRAST = (1.0, 1.0)
+    # MRI intensity augmentation (tumor_det.augmentation): gamma drawn log-uniformly in GAMMA;
+    # a smooth multiplicative bias field exp(p(x, y)), p a random polynomial of degree 3 with
+    # coefficients up to BIAS_FIELD; Gaussian noise of a standard deviation drawn in
+    # [0, NOISE_STD] (fraction of the 0-255 range).
+    cfg.TUMOR.AUGMENT.GAMMA = (1.0, 1.0)
+    cfg.TUMOR.AUGMENT.BIAS_FIELD = 0.0
+    cfg.TUMOR.AUGMENT.NOISE_STD = 0.0
+    # Elastic deformation with probability PROB: a random displacement field smoothed by a
+    # Gaussian of SIGMA px, scaled to at most ALPHA px (Simard et al. 2003).
+    cfg.TUMOR.AUGMENT.ELASTIC = CN()
+    cfg.TUMOR.AUGMENT.ELASTIC.PROB = 0.0
+    cfg.TUMOR.AUGMENT.ELASTIC.ALPHA = 12.0
+    cfg.TUMOR.AUGMENT.ELASTIC.SIGMA = 16.0
+    # Large scale jitter (Ghiasi et al. 2021) instead of INPUT.MIN_SIZE_TRAIN's resize: scale
+    # to SIZE x [MIN_SCALE, MAX_SCALE], then crop or pad to SIZE x SIZE.
+    cfg.TUMOR.AUGMENT.LSJ = CN()
+    cfg.TUMOR.AUGMENT.LSJ.ENABLED = False
+    cfg.TUMOR.AUGMENT.LSJ.SIZE = 256
+    cfg.TUMOR.AUGMENT.LSJ.MIN_SCALE = 0.5
+    cfg.TUMOR.AUGMENT.LSJ.MAX_SCALE = 2.0
+    # Simple Copy-Paste (Ghiasi et al. 2021): with probability PROB, the tumors of another
+    # training slice, rescaled by a factor in SCALE and flipped at random, are pasted into the
+    # head of this one (occluded parts of its own masks removed).
+    cfg.TUMOR.AUGMENT.COPY_PASTE = CN()
+    cfg.TUMOR.AUGMENT.COPY_PASTE.PROB = 0.0
+    cfg.TUMOR.AUGMENT.COPY_PASTE.SCALE = (0.75, 1.25)
 
     cfg.TUMOR.EVAL = CN()
     # Instances with a score below this are ignored by the tumor metrics (COCO AP uses them all).

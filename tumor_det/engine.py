@@ -7,8 +7,9 @@ import os
 from collections import OrderedDict
 
 import tumor_det  # noqa: F401
+from tumor_det.augmentation import TumorDatasetMapper, build_train_augmentation
 from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import ConfigError, get_tumor_cfg, resolve_device
+from tumor_det.config import ConfigError, get_config_file, get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
 from tumor_det.distributed import patch_create_ddp_model
 from tumor_det.evaluation import TumorEvaluator
@@ -21,6 +22,7 @@ from detectron2.data import (
     DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, default_setup, hooks
@@ -28,25 +30,6 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
-
-
-def build_train_augmentation(cfg) -> list[T.Augmentation]:
-    """Detectron2's resize and flip, plus small rotations and brightness/contrast changes."""
-    augs = [
-        T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                             cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
-    ]
-    if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
-    aug = cfg.TUMOR.AUGMENT
-    if aug.ROTATION > 0:
-        augs.append(T.RandomRotation([-aug.ROTATION, aug.ROTATION], expand=False))
-    if tuple(aug.BRIGHTNESS) != (1.0, 1.0):
-        augs.append(T.RandomBrightness(*aug.BRIGHTNESS))
-    if tuple(aug.CONTRAST) != (1.0, 1.0):
-        augs.append(T.RandomContrast(*aug.CONTRAST))
-    return augs
 
 
 class DatasetNotRegisteredError(ConfigError):
@@ -138,8 +121,10 @@ class TumorTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
-        return build_detection_train_loader(cfg, mapper=mapper)
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        mapper = TumorDatasetMapper(cfg, build_train_augmentation(cfg), sources=dataset)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -177,6 +162,8 @@ def check_args(args):
     there.
     """
     cfg = get_tumor_cfg(args.config_file, args.opts)
+    if args.config_file:  # a built-in name: default_setup copies the file itself
+        args.config_file = str(get_config_file(args.config_file))
     weights = getattr(args, "weights", None)
     if weights == "last":
         # the old tumor.py's "--weights last": continue from the last checkpoint of this run

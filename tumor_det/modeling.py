@@ -8,7 +8,9 @@ instances. ``inference(..., do_postprocess=False)`` returns Detectron2's raw per
 unchanged: the merge needs full-image masks.
 
 :func:`with_tta` wraps a model in Detectron2's ``GeneralizedRCNNWithTTA`` (``TEST.AUG``: resized
-and flipped copies, boxes merged by NMS, masks averaged), with the same merge after it.
+and flipped copies, boxes merged by NMS, masks averaged), with the same merge after it;
+:meth:`TumorRCNNWithTTA.raw_inference` stops before the masks are pasted (what
+:class:`tumor_det.predictor.TumorPredictor` post-processes itself with ``tta=True``).
 
 Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config` imports this module, so
 every process that makes a tumor-det config can build it.
@@ -20,6 +22,8 @@ from tumor_det.postprocess import merge_instances
 
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, GeneralizedRCNNWithTTA
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Instances
 
 __all__ = ["TumorRCNN", "TumorRCNNWithTTA", "with_tta"]
 
@@ -86,8 +90,34 @@ class TumorRCNNWithTTA(GeneralizedRCNNWithTTA):
         super().__init__(cfg, model, tta_mapper, batch_size)
         self.merge = _Merge.from_config(cfg)
 
+    def raw_inference(self, input: dict) -> Instances:
+        """One image's TTA detections before pasting the masks: Detectron2's
+        ``_inference_one_image`` up to its ``detector_postprocess``.
+
+        ``input`` is a model input dict at the original size (``"image"``: CHW tensor on the
+        CPU in ``INPUT.FORMAT``, ``"height"``, ``"width"``). The boxes of every augmented copy,
+        mapped back to that size, are merged by NMS; with ``MASK_ON`` each merged box gets the
+        copies' per-RoI mask probabilities averaged (``pred_masks`` (N, 1, M, M), un-flipped).
+        ``image_size`` is (height, width), so ``detector_postprocess(result, height, width)``
+        pastes the masks as after a plain ``inference(..., do_postprocess=False)``.
+        """
+        orig_shape = (input["height"], input["width"])
+        augmented_inputs, tfms = self._get_augmented_inputs(input)
+        with self._turn_off_roi_heads(["mask_on", "keypoint_on"]):
+            all_boxes, all_scores, all_classes = self._get_augmented_boxes(augmented_inputs, tfms)
+        merged = self._merge_detections(all_boxes, all_scores, all_classes, orig_shape)
+        if self.cfg.MODEL.MASK_ON:
+            augmented_instances = self._rescale_detected_boxes(augmented_inputs, merged, tfms)
+            outputs = self._batch_inference(augmented_inputs, augmented_instances)
+            del augmented_inputs, augmented_instances  # the copies' feature maps can be large
+            merged.pred_masks = self._reduce_pred_masks(outputs, tfms)
+        return merged
+
     def _inference_one_image(self, input):
-        return self.merge([super()._inference_one_image(input)])[0]
+        instances = self.raw_inference(input)
+        if self.cfg.MODEL.MASK_ON:
+            instances = detector_postprocess(instances, input["height"], input["width"])
+        return self.merge([{"instances": instances}])[0]
 
 
 def with_tta(cfg: CfgNode, model, batch_size: int = 3) -> TumorRCNNWithTTA:

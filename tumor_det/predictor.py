@@ -26,7 +26,12 @@ build and checkpoint load, the test-time ``ResizeShortestEdge``, ``INPUT.FORMAT`
   convolutions and channels_last weights: :meth:`TumorPredictor.optimize`) or a model exported by
   :mod:`tumor_det.export` (``backend="torchscript"``: ``model.ts``; ``"onnxruntime"``:
   ``model.onnx``) through the same pre- and post-processing: the exported graph replaces
-  :meth:`TumorPredictor.raw_outputs` only.
+  :meth:`TumorPredictor.raw_outputs` only;
+* with ``tta=True`` (``tools/splash.py --tta``, or ``TEST.AUG.ENABLED``) runs test-time
+  augmentation as evaluation does (:class:`tumor_det.modeling.TumorRCNNWithTTA`: the copies of
+  ``TEST.AUG``, boxes merged by NMS, masks averaged): it replaces the raw model call, and the
+  post-processing (threshold, masks, probabilities, merge) is the plain path's. PyTorch backend
+  only; an ensemble runs it on each member before fusing.
 
 Example::
 
@@ -66,6 +71,7 @@ from tumor_det.geometry import Volume, display_slices, from_display_slices
 from tumor_det.intensity import to_model_input
 from tumor_det.lesions import Detections, Lesion, LesionMap, LesionRules, find_lesions
 from tumor_det.merging import fuse_models, merge_with_probabilities
+from tumor_det.modeling import TumorRCNNWithTTA, with_tta
 from tumor_det.postprocess import merge_instances
 from tumor_det.weights import resolve_weights
 
@@ -197,18 +203,28 @@ class TumorPredictor(DefaultPredictor):
     rounding; ``bf16`` runs it under bfloat16 autocast (on CPUs with native bfloat16: faster,
     but scores move by ~1e-3, so it is off by default). ``skip_empty`` is
     :meth:`predict_volume`'s default: do not run the slices without anatomy.
+
+    ``tta`` runs test-time augmentation (``cfg.TEST.AUG``: each image resized to every
+    ``MIN_SIZES`` entry, and flipped with ``FLIP``; :class:`~tumor_det.modeling.TumorRCNNWithTTA`)
+    in place of the raw model call, each member of an ensemble on its own; the results go
+    through the same :meth:`postprocess`. It needs the PyTorch model: an exported backend
+    raises ValueError.
     """
 
     def __init__(self, cfg: CfgNode, score_threshold: float | None = None, fp16: bool = False,
                  allow_untrained: bool = False, weights: Sequence[str] | None = None,
                  probabilities: bool = False, backend: str | None = None,
                  exported: str | None = None, fuse: bool = False, channels_last: bool = False,
-                 bf16: bool = False, skip_empty: bool = False):
+                 bf16: bool = False, skip_empty: bool = False, tta: bool = False):
         cfg = cfg.clone()
         if not cfg.MODEL.MASK_ON:
             raise ValueError("TumorPredictor needs a mask model (MODEL.MASK_ON True)")
         weights = [str(w) for w in weights] if weights else [cfg.MODEL.WEIGHTS]
         self.backend, exported_file = _backend_and_file(backend, exported, weights)
+        if tta and exported_file is not None:
+            raise ValueError(f"test-time augmentation (--tta or TEST.AUG.ENABLED) runs the "
+                             f"PyTorch model, not the {self.backend} backend's exported graph: "
+                             "give a .pth checkpoint, or turn it off (--no-tta)")
         #: the exported model (tumor_det.export.ExportedModel) of an exported backend, or None
         self.exported = None
         if exported_file is not None:
@@ -249,6 +265,15 @@ class TumorPredictor(DefaultPredictor):
         self.skip_empty = skip_empty
         if fuse or channels_last:
             self.optimize(fuse=fuse, channels_last=channels_last)
+        self.tta = bool(tta)
+        #: per model (by id): its TTA wrapper, whose copies of one image share forward passes
+        self._tta: dict[int, TumorRCNNWithTTA] = {}
+        if self.tta:
+            aug = cfg.TEST.AUG
+            copies = len(aug.MIN_SIZES) * (2 if aug.FLIP else 1)
+            self._tta = {id(m): with_tta(cfg, m, batch_size=copies) for m in self.models}
+            logger.info("test-time augmentation: %d copies per image (sizes %s, max %d, "
+                        "flip %s)", copies, tuple(aug.MIN_SIZES), aug.MAX_SIZE, aug.FLIP)
         self.percentiles = tuple(cfg.TUMOR.INTENSITY_PERCENTILES)
         self.probabilities = probabilities
         merge = cfg.TUMOR.MERGE
@@ -326,15 +351,19 @@ class TumorPredictor(DefaultPredictor):
         ]
 
     def model_inputs(self, images: list[np.ndarray]) -> list[dict]:
-        """Detectron2 inputs of 8-bit BGR images, resized as ``DefaultPredictor`` does."""
+        """Detectron2 inputs of 8-bit BGR images, resized as ``DefaultPredictor`` does; with
+        :attr:`tta`, at their own size on the CPU (the TTA mapper resizes each copy)."""
         inputs = []
         for image in images:
             if self.input_format == "RGB":
                 image = image[:, :, ::-1]
-            resized = self.aug.get_transform(image).apply_image(image)
-            tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-            inputs.append({"image": tensor.to(self.device, non_blocking=True),
-                           "height": image.shape[0], "width": image.shape[1]})
+            if self.tta:
+                tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            else:
+                resized = self.aug.get_transform(image).apply_image(image)
+                tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+                tensor = tensor.to(self.device, non_blocking=True)
+            inputs.append({"image": tensor, "height": image.shape[0], "width": image.shape[1]})
         return inputs
 
     def _context(self) -> contextlib.ExitStack:
@@ -348,19 +377,28 @@ class TumorPredictor(DefaultPredictor):
                     ) -> list[Instances]:
         """The raw model call: per-RoI outputs in the resized images' frame (Detectron2's
         ``inference(..., do_postprocess=False)``: boxes, scores, classes, (N, 1, M, M) mask
-        probabilities); with an exported backend, the exported graph (one image per run)."""
+        probabilities); with an exported backend, the exported graph (one image per run).
+        With :attr:`tta`, :meth:`~tumor_det.modeling.TumorRCNNWithTTA.raw_inference` per image:
+        the same fields in the original image's frame (averaged mask probabilities)."""
         if self.exported is not None:
             return self.exported([inp["image"] for inp in inputs])
+        model = model or self.model
         with self._context():
             if not self.bf16:
-                return (model or self.model).inference(inputs, do_postprocess=False)
+                return self._inference(inputs, model)
             with torch.autocast(self.device.type, torch.bfloat16):
-                raw = (model or self.model).inference(inputs, do_postprocess=False)
+                raw = self._inference(inputs, model)
             for inst in raw:  # post-processing in float32, as without autocast
                 for name in ("scores", "pred_masks"):
                     inst.set(name, inst.get(name).float())
                 inst.pred_boxes = Boxes(inst.pred_boxes.tensor.float())
             return raw
+
+    def _inference(self, inputs: list[dict], model: torch.nn.Module) -> list[Instances]:
+        if self.tta:
+            tta = self._tta[id(model)]
+            return [tta.raw_inference(inp) for inp in inputs]
+        return model.inference(inputs, do_postprocess=False)
 
     def postprocess(self, raw: list[Instances], inputs: list[dict],
                     probabilities: bool = False) -> list[Instances]:

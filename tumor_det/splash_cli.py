@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="torch backend: bfloat16 autocast (faster on CPUs with AVX512-BF16/AMX; "
                    "scores move by ~1e-3)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation as in evaluation: each image run at every "
+                   "TEST.AUG.MIN_SIZES short edge (each also flipped with TEST.AUG.FLIP), the "
+                   "detections merged; torch backend only, about as many times slower as there "
+                   "are copies (default: the config's TEST.AUG.ENABLED)")
     p.add_argument("--all-slices", action="store_true",
                    help="run every slice of a volume (default: slices without anatomy, e.g. "
                    "air above the head, are not run and get no tumor)")
@@ -155,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    allow_untrained=args.allow_untrained, weights=weights,
                                    probabilities=args.save_probabilities, backend=args.backend,
                                    fuse=args.fast, channels_last=args.fast, bf16=args.bf16,
-                                   skip_empty=not args.all_slices)
-    except (ExportError, ValueError) as exc:  # a backend that cannot run these weights
+                                   skip_empty=not args.all_slices,
+                                   tta=cfg.TEST.AUG.ENABLED if args.tta is None else args.tta)
+    except (ExportError, ValueError) as exc:  # a backend that cannot run these weights (or TTA)
         print(f"splash.py: error: {exc}", file=sys.stderr)
         return 2
     output = Path(args.output)
