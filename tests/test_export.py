@@ -225,3 +225,13 @@ def test_export_model_cli_errors(tmp_path: Path) -> None:
     proc = subprocess.run(tool + ["--weights", str(tmp_path / "missing.pth")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("export_model.py: error:")
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.ts"])
+@pytest.mark.parametrize("content", [b"", b"not a model at all"])
+def test_corrupt_exported_model_is_a_clear_error(tmp_path, name, content):
+    """An empty or corrupt export file: ExportError naming the file, not a library traceback."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ExportError, match=f"{name}: not a loadable"):
+        load_exported(path)

@@ -350,7 +350,11 @@ class TorchScriptModel(ExportedModel):
             logger.warning("%s was traced on %s and runs on %s: traced graphs keep the "
                            "device of the tensors they create; export on %s for this device",
                            path, exported_on, self.device, self.device.type)
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        try:
+            self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        except (RuntimeError, ValueError) as exc:  # a corrupt or truncated archive
+            raise ExportError(f"{path}: not a loadable TorchScript model "
+                              f"({str(exc).splitlines()[0][:200]})") from exc
 
     def run(self, image: torch.Tensor) -> Sequence:
         with torch.inference_mode():
@@ -406,7 +410,12 @@ class OnnxRuntimeModel(ExportedModel):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ort.InferenceSession(str(self.path), opts, providers=self.provider_list)
+            try:
+                return ort.InferenceSession(str(self.path), opts, providers=self.provider_list)
+            except Exception as exc:  # onnxruntime's own exception types (corrupt, empty file)
+                raise ExportError(f"{self.path}: not a loadable ONNX model "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                                  ) from exc
 
     def run(self, image: torch.Tensor, session=None) -> Sequence:
         array = image.detach().cpu().numpy()
