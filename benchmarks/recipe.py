@@ -56,6 +56,10 @@ VARIANTS: dict[str, list[str]] = {
     "elastic": ["TUMOR.AUGMENT.ELASTIC.PROB", "0.5"],
     "lsj": ["TUMOR.AUGMENT.LSJ.ENABLED", "True", "TUMOR.AUGMENT.LSJ.SIZE", "256",
             "TUMOR.AUGMENT.LSJ.MIN_SCALE", "0.5", "TUMOR.AUGMENT.LSJ.MAX_SCALE", "1.5"],
+    # elastic deformation and large scale jitter together (one run for both, on a CPU budget)
+    "geometry": ["TUMOR.AUGMENT.ELASTIC.PROB", "0.5", "TUMOR.AUGMENT.LSJ.ENABLED", "True",
+                 "TUMOR.AUGMENT.LSJ.SIZE", "256", "TUMOR.AUGMENT.LSJ.MIN_SCALE", "0.5",
+                 "TUMOR.AUGMENT.LSJ.MAX_SCALE", "1.5"],
     "tta": ["TEST.AUG.ENABLED", "True"],
     # the shipped recipe (configs/small_data_cpu.yaml), as it is
     "recipe": [],
