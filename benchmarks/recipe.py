@@ -108,7 +108,6 @@ def run_variant(args, variant: str) -> dict:
     output = Path(args.output) / f"{variant}{suffix}"
     cfg = variant_cfg(args, variant, output)
     names = fold_datasets(args.dataset, args.folds)
-    start = time.time()
     if (output / SUMMARY_JSON).is_file() and not args.rerun:
         log(f"{variant}{suffix}: finished earlier, reading {output / SUMMARY_JSON}")
     elif args.train_fraction >= 1:
@@ -129,7 +128,6 @@ def run_variant(args, variant: str) -> dict:
                                    json.loads((output / f"fold{k}" / "cv_fold_metrics.json")
                                               .read_text())["train_datasets"])
                                for k in range(len(names))]
-    summary["wall_min"] = (time.time() - start) / 60
     return summary
 
 
@@ -169,7 +167,7 @@ def report(args, results: dict[str, dict]) -> str:
              "slices; `@op`: at the operating point (score threshold with the best pooled "
              "Dice, chosen on these same folds: optimistic).", "",
              "| variant | train slices/fold | inference | threshold | "
-             + " | ".join(t for _, t in COLUMNS) + " | Dice @op (thr) | wall min |",
+             + " | ".join(t for _, t in COLUMNS) + " | Dice @op (thr) | train min/fold |",
              "|---|---|---|---|" + "---:|" * (len(COLUMNS) + 2)]
     for variant, s in results.items():
         for name, v in s["variants"].items():
@@ -179,7 +177,7 @@ def report(args, results: dict[str, dict]) -> str:
                 f"{s['score_threshold']:.2f} | "
                 + " | ".join(_fmt(v["pooled"].get(k), k) for k, _ in COLUMNS)
                 + f" | {_fmt(op['pooled'].get('dice'), 'dice')} ({op['score_threshold']:.2f})"
-                + f" | {s['wall_min']:.0f} |")
+                + f" | {s['curve'][-1]['minutes']:.1f} |")
     lines += ["", "Learning curve (mean held-out Dice over folds at the config's threshold; "
               "minutes = iterations x mean s/iter):", "",
               "| variant | " + " | ".join(f"it {c['iteration']}" for c in

@@ -54,3 +54,17 @@ def test_configs_found_by_name_or_path(tmp_path):
         get_tumor_cfg("quick_cpu", ["SOLVER.MAX_ITER", "abc"])
     with pytest.raises(ConfigError, match="KEY VALUE pairs"):
         get_tumor_cfg("quick_cpu", ["SOLVER.MAX_ITER"])
+
+
+def test_every_shipped_config_loads_and_builds_its_training_augmentation():
+    """No unknown key in any built-in config; the small-data recipe turns its pieces on."""
+    from tumor_det.augmentation import RandomBiasField, RandomGamma, build_train_augmentation
+    from tumor_det.config import get_tumor_cfg, list_configs
+
+    for name in list_configs():
+        cfg = get_tumor_cfg(name)
+        assert build_train_augmentation(cfg)
+    recipe = get_tumor_cfg("small_data_cpu")
+    kinds = {type(a) for a in build_train_augmentation(recipe)}
+    assert {RandomGamma, RandomBiasField} <= kinds
+    assert recipe.MODEL.WEIGHTS == ""  # from scratch
