@@ -13,7 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # configs/ is shipped as the package-data module tumor_det.configs (found by name at run time
-    # through tumor_det.config.get_config_file, in site-packages as in an editable install).
+    # through tumor_det.config.config.get_config_file, in site-packages as in an editable install).
     packages=[*find_packages(include=["tumor_det", "tumor_det.*"]), "tumor_det.configs"],
     package_dir={"tumor_det.configs": "configs"},
     package_data={"tumor_det.configs": ["*.yaml"]},

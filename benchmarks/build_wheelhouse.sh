@@ -44,8 +44,8 @@ cp .cache/detectron2/wheels/detectron2-*.whl "$WH/"
 # 2. sdist-only pure-Python packages: build universal wheels here
 "$PY" -m pip wheel -q --no-deps -w "$WH" "$(ver fvcore)" "$(ver antlr4-python3-runtime)"
 
-# 3. everything else as cp312 manylinux or py3-none-any wheels: what `import tumor_det.predictor,
-#    tumor_det.export, tumor_det.data` and the benchmark tasks import that the GPU machine lacks
+# 3. everything else as cp312 manylinux or py3-none-any wheels: what `import tumor_det.inference.predictor,
+#    tumor_det.export.tracing, tumor_det.data` and the benchmark tasks import that the GPU machine lacks
 PKGS="iopath yacs omegaconf termcolor pycocotools nibabel pydicom shapely"
 [ "$SMALL" = 1 ] || PKGS="$PKGS typing_extensions PyYAML tabulate cloudpickle tqdm portalocker
                           numpy pillow scipy opencv-python-headless torchvision h5py"

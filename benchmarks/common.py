@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.atomic import write_text
+from tumor_det.utils.atomic import write_text
 
 import numpy as np
 import torch

@@ -69,9 +69,9 @@ LINK=0
 if [ ! -e tumor_det/configs ]; then ln -s ../configs tumor_det/configs; LINK=1; fi
 cleanup() { if [ "$LINK" = 1 ]; then rm -f tumor_det/configs; fi; }
 trap cleanup EXIT
-"$PY" -c "import tumor_det.predictor, tumor_det.export, benchmarks.scan, benchmarks.speed
-from tumor_det.config import DEFAULT_CONFIG; print('tumor_det OK, configs in', DEFAULT_CONFIG.parent)"
-"$PY" -m tumor_det.collect_env || true
+"$PY" -c "import tumor_det.inference.predictor, tumor_det.export.tracing, benchmarks.scan, benchmarks.speed
+from tumor_det.config.config import DEFAULT_CONFIG; print('tumor_det OK, configs in', DEFAULT_CONFIG.parent)"
+"$PY" -m tumor_det.utils.collect_env || true
 ORT_CUDA=$("$PY" -c "import onnxruntime as o; print(int('CUDAExecutionProvider' in o.get_available_providers()))" 2>/dev/null || echo 0)
 echo "onnxruntime CUDA provider: $ORT_CUDA"
 

@@ -5,12 +5,12 @@ synthetic volumes.
     python benchmarks/lesion_rules.py --weights output/demo/model/model_final.pth --volumes 24
 
 Each synthetic scan (:func:`tumor_det.data.synthetic.synthetic_volume`, seeds 0..N-1, one tumor
-each) is predicted once with :meth:`tumor_det.predictor.TumorPredictor.predict_volume` and no
-rule; every setting of :class:`tumor_det.lesions.LesionRules` is then applied to those slice
-detections with :func:`tumor_det.predictor.volume_prediction` (what ``predict_volume`` does with
-``rules``). Per setting it prints the mean 3D Dice (MONAI, :func:`tumor_det.evaluate_cases.
+each) is predicted once with :meth:`tumor_det.inference.predictor.TumorPredictor.predict_volume` and no
+rule; every setting of :class:`tumor_det.inference.lesions.LesionRules` is then applied to those slice
+detections with :func:`tumor_det.inference.predictor.volume_prediction` (what ``predict_volume`` does with
+``rules``). Per setting it prints the mean 3D Dice (MONAI, :func:`tumor_det.evaluation.cases.
 dice_score`), the tumors found and the false-positive lesions (26-connected components,
-:func:`tumor_det.evaluate_cases.lesion_counts`) and the volumes with a false positive.
+:func:`tumor_det.evaluation.cases.lesion_counts`) and the volumes with a false positive.
 This is measurement, not product: nothing here is imported by ``tumor_det``.
 """
 
@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from tumor_det.atomic import write_text
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.evaluate_cases import dice_score, lesion_counts
-from tumor_det.geometry import Volume
-from tumor_det.lesions import LesionRules
-from tumor_det.predictor import TumorPredictor, volume_prediction
+from tumor_det.evaluation.cases import dice_score, lesion_counts
+from tumor_det.inference.lesions import LesionRules
+from tumor_det.inference.predictor import TumorPredictor, volume_prediction
+from tumor_det.io.geometry import Volume
+from tumor_det.utils.atomic import write_text
 
 import numpy as np
 from tabulate import tabulate

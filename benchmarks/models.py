@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.checkpoint import convert_torchvision_state_dict
-from tumor_det.config import get_config_file, get_tumor_cfg
+from tumor_det.checkpoint.checkpointer import convert_torchvision_state_dict
+from tumor_det.config.config import get_config_file, get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_slice
 from tumor_det.data.validation import mask_to_polygons
 
@@ -102,7 +102,7 @@ def build_torchvision(spec: ModelSpec, cfg) -> nn.Module:
 
 
 def copy_torchvision_weights(tv_model: nn.Module, d2_model: nn.Module) -> dict[str, int]:
-    """Load torchvision's weights into our model (tumor_det.checkpoint's renaming), including the
+    """Load torchvision's weights into our model (tumor_det.checkpoint.checkpointer's renaming), including the
     class-specific predictors, which that renaming skips (torchvision: background first;
     Detectron2: background last)."""
     tv_state = tv_model.state_dict()
@@ -127,7 +127,7 @@ def build_pair(spec: ModelSpec, predictor: bool = True, config_file: str | Path 
     """(cfg, ours, torchvision) from one initialisation. ``ours`` is a TumorPredictor (eval
     mode; the model as built, nothing folded: ``TumorPredictor.optimize`` after the weights are
     copied) when ``predictor``, else the bare Detectron2 model (train mode)."""
-    from tumor_det.predictor import TumorPredictor
+    from tumor_det.inference.predictor import TumorPredictor
 
     from detectron2.modeling import build_model
 

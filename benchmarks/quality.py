@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import get_tumor_cfg, resolve_device
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import get_tumor_cfg, resolve_device
 from tumor_det.data import register_all, register_coco_split
 from tumor_det.data.prepare import PrepareOptions, prepare
-from tumor_det.engine import TumorTrainer
-from tumor_det.evaluation import TumorEvaluator, annotation_mask
-from tumor_det.predictor import TumorPredictor
-from tumor_det.weights import resolve_weights
+from tumor_det.engine.trainer import TumorTrainer
+from tumor_det.evaluation.evaluator import TumorEvaluator, annotation_mask
+from tumor_det.inference.predictor import TumorPredictor
 
 import cv2
 import numpy as np

@@ -22,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tumor_det.atomic import write_text
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import register_all
 from tumor_det.data.prepare import PrepareOptions, prepare
-from tumor_det.engine import TumorTrainer
+from tumor_det.engine.trainer import TumorTrainer
+from tumor_det.utils.atomic import write_text
 
 import torch
 from detectron2.data import DatasetCatalog

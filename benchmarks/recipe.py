@@ -9,7 +9,7 @@
 Each variant is ``--config-file`` (default ``quick_cpu.yaml``) plus the overrides in
 :data:`VARIANTS`, trained for ``--iters`` iterations per fold (LR steps at 80 % and 93 %,
 evaluated on the held-out fold every ``--iters // 2``) by
-:func:`tumor_det.cross_validation.cross_validate` into ``--output/<variant>``. A variant whose
+:func:`tumor_det.engine.cross_validation.cross_validate` into ``--output/<variant>``. A variant whose
 summary exists is not run again (``--rerun`` forces it). ``--train-fraction F`` trains each fold
 on the first F of every training fold's patients (held-out folds stay whole): the learning curve
 against the number of training slices. The table (pooled over all held-out slices, at the
@@ -31,8 +31,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tumor_det.config import get_tumor_cfg, resolve_device
-from tumor_det.cross_validation import (
+from tumor_det.config.config import get_tumor_cfg, resolve_device
+from tumor_det.data import register_all
+from tumor_det.engine.cross_validation import (
     SUMMARY_JSON,
     cross_validate,
     fold_config,
@@ -41,7 +42,6 @@ from tumor_det.cross_validation import (
     summarize,
     write_summary,
 )
-from tumor_det.data import register_all
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import get_tumor_cfg
-from tumor_det.export import anatomy_slices, cpu_bf16_supported, export_model, mask_dice
-from tumor_det.geometry import display_slices
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.export.tracing import anatomy_slices, cpu_bf16_supported, export_model, mask_dice
+from tumor_det.io.geometry import display_slices
 from tumor_det.io.nifti import load_nifti, write_nifti_mask
 
 import numpy as np
@@ -171,7 +171,7 @@ class PartTimer:
 
 def build_predictor(v: Variant, cfg, threshold: float, export_dir: Path, device: str):
     """A TumorPredictor for the variant (exported backends use the files in ``export_dir``)."""
-    from tumor_det.predictor import TumorPredictor
+    from tumor_det.inference.predictor import TumorPredictor
 
     kw = dict(score_threshold=threshold, allow_untrained=True, fp16=v.fp16)
     if v.backend != "torch":
@@ -243,7 +243,7 @@ def run_scan(args: Namespace) -> Report:
     exported = {v.backend for v in vs} - {"torch"}
     export_dir = work / "export"
     if exported:
-        from tumor_det.predictor import TumorPredictor
+        from tumor_det.inference.predictor import TumorPredictor
 
         torch.manual_seed(args.seed)
         ref = TumorPredictor(cfg, score_threshold=threshold, allow_untrained=True, fuse=False)
@@ -304,7 +304,7 @@ def run_scan(args: Namespace) -> Report:
         f"{shape[0]}x{shape[1]}x{shape[2]} int16 NIfTI (gzip), synthetic head on "
         f"{shape[2] - sum(air)} slices, air on {air[0]} below and {air[1]} above; "
         f"{int(anatomy.sum())} slices pass the anatomy test "
-        f"(`tumor_det.export.anatomy_slices`). End to end per scan (read NIfTI, predict, write "
+        f"(`tumor_det.export.tracing.anatomy_slices`). End to end per scan (read NIfTI, predict, write "
         f"NIfTI mask), median of {args.reps} interleaved runs after a 2-slice warm-up; "
         f"'build' = model load / export session start (not in the scan time); 'CPU s' = "
         f"the process's CPU time per scan (all threads; robust to other jobs on the cores "

@@ -3,7 +3,7 @@
 
     python benchmarks/specificity.py --weights output/demo/model/model_final.pth
 
-Runs :class:`tumor_det.predictor.TumorPredictor` (``predict_volume``: the slicing and intensity
+Runs :class:`tumor_det.inference.predictor.TumorPredictor` (``predict_volume``: the slicing and intensity
 rule of inference) on
 
 * nibabel's bundled ``tests/data/anatomical.nii`` (a healthy head: every slice tumor-free),
@@ -28,13 +28,13 @@ import sys
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
 from tumor_det.data import register_all
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.evaluation import annotation_mask, lesion_matches
-from tumor_det.geometry import Volume, display_slices
+from tumor_det.evaluation.evaluator import annotation_mask, lesion_matches
+from tumor_det.inference.predictor import TumorPredictor
 from tumor_det.io import load_nifti
-from tumor_det.predictor import TumorPredictor
+from tumor_det.io.geometry import Volume, display_slices
 
 import cv2
 import numpy as np

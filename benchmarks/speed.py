@@ -65,7 +65,7 @@ def memory_child(job: dict) -> dict:
 
             model = build_model(cfg).train()
         else:
-            from tumor_det.predictor import TumorPredictor
+            from tumor_det.inference.predictor import TumorPredictor
 
             model = TumorPredictor(cfg, score_threshold=0.0, fp16=job["amp"],
                                    allow_untrained=True)
@@ -128,11 +128,11 @@ def memory_headers(device: str) -> list[str]:
 
 
 def ours_as_asked(args: Namespace, ours):
-    """Ours with ``--backend`` (the model exported by ``tumor_det.export`` into the work
+    """Ours with ``--backend`` (the model exported by ``tumor_det.export.tracing`` into the work
     folder, run through TumorPredictor's exported backend), ``--fast`` (conv/norm folded,
     channels_last) and ``--bf16`` (bfloat16 autocast); the same weights (torchvision's)."""
-    from tumor_det.export import FORMAT_OF_BACKEND, export_model
-    from tumor_det.predictor import TumorPredictor
+    from tumor_det.export.tracing import FORMAT_OF_BACKEND, export_model
+    from tumor_det.inference.predictor import TumorPredictor
 
     if args.backend != "torch":
         fmt = FORMAT_OF_BACKEND[args.backend]
@@ -153,7 +153,7 @@ def ours_description(args: Namespace) -> str:
     if args.backend != "torch":
         how = ("model.onnx in an ONNX Runtime session" if args.backend == "onnxruntime"
                else "model.ts through torch.jit.load")
-        return (f"exported by `tumor_det.export` ({how}) and run through "
+        return (f"exported by `tumor_det.export.tracing` ({how}) and run through "
                 f"`TumorPredictor(backend={args.backend!r})`")
     parts = []
     if args.fast:

@@ -3,7 +3,8 @@ pastes the source's tumor pixels and its exact outline; the mapper trains."""
 
 from __future__ import annotations
 
-from tumor_det.augmentation import (
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.data.augmentation import (
     ElasticTransform,
     RandomBiasField,
     RandomElastic,
@@ -13,7 +14,6 @@ from tumor_det.augmentation import (
     build_train_augmentation,
     copy_paste,
 )
-from tumor_det.config import get_tumor_cfg
 
 import numpy as np
 import pytest

@@ -126,7 +126,7 @@ def test_lr_steps_fit_detectron2_scheduler() -> None:
 
 def _oracle(record: dict, score: float = 1.0):
     """The record's ground truth as predicted Instances."""
-    from tumor_det.evaluation import annotation_mask
+    from tumor_det.evaluation.evaluator import annotation_mask
 
     import torch
     from detectron2.structures import BitMasks, Instances
@@ -174,8 +174,8 @@ def test_evaluate_perfect_and_empty_predictions(tmp_path: Path) -> None:
 def test_train_quick_in_process(tmp_path: Path) -> None:
     from argparse import Namespace
 
-    from tumor_det.config import get_config_file, get_tumor_cfg
-    from tumor_det.predictor import TumorPredictor
+    from tumor_det.config.config import get_config_file, get_tumor_cfg
+    from tumor_det.inference.predictor import TumorPredictor
 
     from benchmarks.quality import train_quick
 

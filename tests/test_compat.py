@@ -74,7 +74,7 @@ def test_c_fallback_raises_clear_error():
 
 
 def test_collect_env_reports_compiled_ops():
-    out = subprocess.run([sys.executable, "-m", "tumor_det.collect_env"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tumor_det.utils.collect_env"], capture_output=True,
                          text=True, check=True).stdout
     assert "detectron2 compiled ops (_C)" in out
     assert ("yes" if compat.has_compiled_ops() else "no: pure-Python build") in out

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tumor_det.config import get_config_file, get_tumor_cfg
-from tumor_det.cross_validation import (
+from tumor_det.config.config import get_config_file, get_tumor_cfg
+from tumor_det.data import register_all
+from tumor_det.engine.cross_validation import (
     THRESHOLDS,
     evaluate_at,
     fold_datasets,
@@ -17,8 +18,7 @@ from tumor_det.cross_validation import (
     pooled_mask_ap,
     threshold_scan,
 )
-from tumor_det.data import register_all
-from tumor_det.evaluation import annotation_mask
+from tumor_det.evaluation.evaluator import annotation_mask
 
 import numpy as np
 import pycocotools.mask as mask_util

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import tumor_det  # noqa: F401
 from tumor_det.data.prepare import PrepareOptions, prepare
-from tumor_det.geometry import to_radiological
-from tumor_det.intensity import to_uint8
+from tumor_det.io.geometry import to_radiological
+from tumor_det.io.intensity import to_uint8
 
 import h5py
 import nibabel as nib

@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumor_det import __version__
-from tumor_det.config import get_tumor_cfg
+from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.geometry import Volume, display_slices
+from tumor_det.inference.predictor import TumorPredictor
 from tumor_det.io import reader_for
 from tumor_det.io.dicom import DicomSeries, lps_grid, write_dicom_series
 from tumor_det.io.dicom_seg import write_dicom_seg, write_probability_seg
-from tumor_det.predictor import TumorPredictor
+from tumor_det.io.geometry import Volume, display_slices
 
 import highdicom as hd
 import numpy as np

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumor_det.config import get_tumor_cfg
-from tumor_det.merging import fuse_models, merge_with_probabilities, merged_with_groups
-from tumor_det.postprocess import merge_instances
-from tumor_det.predictor import TumorPredictor
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.inference.ensemble import fuse_models, merge_with_probabilities, merged_with_groups
+from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.modeling.postprocessing import merge_instances
 
 import numpy as np
 import pytest

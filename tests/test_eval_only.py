@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import get_config_file, get_tumor_cfg
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.config.config import get_config_file, get_tumor_cfg
 from tumor_det.data import register_all
-from tumor_det.engine import TumorTrainer
+from tumor_det.engine.trainer import TumorTrainer
 
 import pytest
 import torch

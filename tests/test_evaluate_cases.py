@@ -1,4 +1,4 @@
-"""Per-case evaluation (tumor_det.evaluate_cases, tools/evaluate.py) on generated volumes whose
+"""Per-case evaluation (tumor_det.evaluation.cases, tools/evaluate.py) on generated volumes whose
 answers can be worked out by hand."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tumor_det.evaluate_cases import (
+from tumor_det.evaluation.cases import (
     case_metrics,
     evaluate_folder,
     hd95_mm,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import tumor_det  # noqa: F401
-from tumor_det.evaluation import (
+from tumor_det.evaluation.evaluator import (
     TumorEvaluator,
     aggregate,
     lesion_iou,

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tumor_det.config import get_tumor_cfg
+from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.export import (
+from tumor_det.export.tracing import (
     ExportError,
     anatomy_slices,
     backend_for_file,
@@ -29,9 +29,9 @@ from tumor_det.export import (
     mask_dice,
     parity,
 )
-from tumor_det.geometry import Volume
-from tumor_det.lesions import LesionRules
-from tumor_det.predictor import TumorPredictor
+from tumor_det.inference.lesions import LesionRules
+from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.io.geometry import Volume
 
 import cv2
 import numpy as np

@@ -27,13 +27,13 @@ import zlib
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import ConfigError, get_tumor_cfg
+from tumor_det.config.config import ConfigError, get_tumor_cfg
 from tumor_det.data.prepare import PrepareOptions, prepare
 from tumor_det.data.records import DatasetError, Issues
 from tumor_det.data.via import read_via
-from tumor_det.geometry import display_slices
-from tumor_det.intensity import to_model_input
 from tumor_det.io import InputError, load_dicom_series, load_nifti, read_dicom, read_image
+from tumor_det.io.geometry import display_slices
+from tumor_det.io.intensity import to_model_input
 
 import cv2
 import h5py

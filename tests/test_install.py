@@ -22,7 +22,7 @@ def test_non_editable_install_finds_configs_and_runs_splash_help(tmp_path):
     assert (target / "tumor_det" / "configs" / "quick_cpu.yaml").is_file()
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run(
-        [sys.executable, "-c", "import tumor_det, tumor_det.config as c; "
+        [sys.executable, "-c", "import tumor_det, tumor_det.config.config as c; "
          "print(tumor_det.__file__); print(c.DEFAULT_CONFIG); "
          "print(c.get_tumor_cfg('mask_rcnn_R_50_FPN_coco').MODEL.ROI_HEADS.NUM_CLASSES)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
@@ -38,7 +38,7 @@ def test_non_editable_install_finds_configs_and_runs_splash_help(tmp_path):
 
 
 def test_configs_found_by_name_or_path(tmp_path):
-    from tumor_det.config import ConfigError, get_config_file, get_tumor_cfg, list_configs
+    from tumor_det.config.config import ConfigError, get_config_file, get_tumor_cfg, list_configs
 
     assert {"quick_cpu.yaml", "Base-Tumor-RCNN-FPN.yaml"} <= set(list_configs())
     by_name = get_config_file("quick_cpu")
@@ -58,8 +58,8 @@ def test_configs_found_by_name_or_path(tmp_path):
 
 def test_every_shipped_config_loads_and_builds_its_training_augmentation():
     """No unknown key in any built-in config; the small-data recipe turns its pieces on."""
-    from tumor_det.augmentation import RandomBiasField, RandomGamma, build_train_augmentation
-    from tumor_det.config import get_tumor_cfg, list_configs
+    from tumor_det.config.config import get_tumor_cfg, list_configs
+    from tumor_det.data.augmentation import RandomBiasField, RandomGamma, build_train_augmentation
 
     for name in list_configs():
         cfg = get_tumor_cfg(name)

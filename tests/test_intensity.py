@@ -1,4 +1,4 @@
-"""tumor_det.intensity against numbers worked out by hand, not against itself.
+"""tumor_det.io.intensity against numbers worked out by hand, not against itself.
 
 The window rule (module docstring): ``low``/``high`` are the 0.5th/99.5th percentiles of the
 finite pixels (numpy's default "linear" definition, written out in :func:`_percentile`), a pixel
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-from tumor_det.intensity import to_model_input, to_uint8
+from tumor_det.io.intensity import to_model_input, to_uint8
 
 import numpy as np
 import pytest

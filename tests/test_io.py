@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tumor_det.batching import batched
-from tumor_det.geometry import Volume
+from tumor_det.inference.predictor import TumorPrediction
 from tumor_det.io import (
     READERS,
     Image2D,
@@ -18,8 +17,9 @@ from tumor_det.io import (
     reader_for,
 )
 from tumor_det.io.dicom import lps_grid, write_dicom_series
-from tumor_det.outputs import coco_records
-from tumor_det.predictor import TumorPrediction
+from tumor_det.io.geometry import Volume
+from tumor_det.splash.writers import coco_records
+from tumor_det.utils.batching import batched
 
 import cv2
 import nibabel as nib
@@ -213,7 +213,7 @@ def test_video_reader_iterates_frames_once(tmp_path):
 # --- results.json -----------------------------------------------------------------------------
 
 def records_before(prediction, image_id, file_name, category_ids=None, **extra) -> list[dict]:
-    """results.json records as tumor_det.outputs wrote them before instances_to_coco_json."""
+    """results.json records as tumor_det.splash.writers wrote them before instances_to_coco_json."""
     inst = prediction.instances
     records = []
     for box, cls, score, mask in zip(inst.pred_boxes.tensor.numpy(), inst.pred_classes.tolist(),

@@ -15,9 +15,9 @@ import json
 import time
 
 import tumor_det  # noqa: F401
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
 from tumor_det.data import register_all
-from tumor_det.engine import TumorTrainer
+from tumor_det.engine.trainer import TumorTrainer
 
 import pytest
 

@@ -6,10 +6,15 @@ derived independently (``from_display_slices`` of the drawn masks, the affine by
 
 from __future__ import annotations
 
-from tumor_det.config import get_tumor_cfg
-from tumor_det.geometry import Volume, display_slices, from_display_slices
-from tumor_det.lesions import SINGLE_SLICE_MIN_SCORE, Detections, LesionRules, find_lesions
-from tumor_det.predictor import TumorPredictor
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.inference.lesions import (
+    SINGLE_SLICE_MIN_SCORE,
+    Detections,
+    LesionRules,
+    find_lesions,
+)
+from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.io.geometry import Volume, display_slices, from_display_slices
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tumor_det.config import get_config_file, get_tumor_cfg
+from tumor_det.config.config import get_config_file, get_tumor_cfg
 
 import numpy as np
 import pytest

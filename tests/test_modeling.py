@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tumor_det.config import get_config_file, get_tumor_cfg
+from tumor_det.config.config import get_config_file, get_tumor_cfg
 from tumor_det.data import register_all
-from tumor_det.engine import evaluate
-from tumor_det.modeling import TumorRCNN, TumorRCNNWithTTA, with_tta
-from tumor_det.postprocess import merge_instances
+from tumor_det.engine.trainer import evaluate
+from tumor_det.modeling.meta_arch import TumorRCNN, TumorRCNNWithTTA, with_tta
+from tumor_det.modeling.postprocessing import merge_instances
 
 import pytest
 import torch

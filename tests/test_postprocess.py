@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tumor_det  # noqa: F401
-from tumor_det.postprocess import merge_instances
+from tumor_det.modeling.postprocessing import merge_instances
 
 import torch
 from detectron2.structures import Boxes, Instances

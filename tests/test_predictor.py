@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumor_det.config import get_tumor_cfg
-from tumor_det.geometry import LPS_TO_RAS, Volume, display_slices, from_display_slices
-from tumor_det.intensity import to_model_input
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.inference.predictor import TumorPredictor
 from tumor_det.io import load_dicom_series, load_nifti
-from tumor_det.predictor import TumorPredictor
-from tumor_det.weights import resolve_weights
+from tumor_det.io.geometry import LPS_TO_RAS, Volume, display_slices, from_display_slices
+from tumor_det.io.intensity import to_model_input
 
 import nibabel as nib
 import numpy as np
@@ -191,7 +191,7 @@ def test_dicom_series_affine_and_slice_order(tmp_path):
 
 
 def test_predictor_refuses_an_untrained_model():
-    from tumor_det.predictor import UntrainedModelError
+    from tumor_det.inference.predictor import UntrainedModelError
 
     with pytest.raises(UntrainedModelError, match="no model weights.*allow-untrained"):
         TumorPredictor(get_tumor_cfg(None, FAST))

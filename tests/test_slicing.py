@@ -3,7 +3,7 @@
 A synthetic scan and its label volume are stored in three voxel orientations (same anatomy).
 Each is prepared for training (``tumor_det.data.prepare``, every slice kept) and run through
 the predictor's volume path (``TumorPredictor.predict_volume``: ``tumor_det.io.load_nifti`` ->
-``tumor_det.geometry.display_slices`` -> ``TumorPredictor.prepare``); the model's forward pass
+``tumor_det.io.geometry.display_slices`` -> ``TumorPredictor.prepare``); the model's forward pass
 is replaced by a recorder of the 8-bit images it is given.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumor_det.config import get_tumor_cfg
+from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.prepare import PrepareOptions, prepare
-from tumor_det.geometry import display_slices
+from tumor_det.inference.predictor import TumorPredictor
 from tumor_det.io import load_nifti
-from tumor_det.predictor import TumorPredictor
+from tumor_det.io.geometry import display_slices
 
 import nibabel as nib
 import numpy as np

@@ -7,8 +7,15 @@ import os
 from pathlib import Path
 
 from tumor_det.io import InputError, UsageError, expand_inputs, read_dicom, read_image
-from tumor_det.outputs import OutputError, OutputGuard, rle, write_csv, write_image, write_json
-from tumor_det.splash import color_splash, draw_overlay, upscale, video_frame
+from tumor_det.splash.drawing import color_splash, draw_overlay, upscale, video_frame
+from tumor_det.splash.writers import (
+    OutputError,
+    OutputGuard,
+    rle,
+    write_csv,
+    write_image,
+    write_json,
+)
 
 import cv2
 import numpy as np
@@ -175,7 +182,7 @@ def test_dicom_folder_becomes_one_series_volume(tmp_path):
 
 
 def test_trailing_config_overrides_are_split_off_inputs():
-    from tumor_det.splash_cli import split_opts
+    from tumor_det.cli.splash import split_opts
 
     assert split_opts(["a.png", "b/", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"]) == (
         ["a.png", "b/"], ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "64"])

@@ -256,7 +256,7 @@ def test_dicom_series_gets_a_dicom_seg_and_lesion_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_ensemble_of_two_class_models_without_dicom_seg(tmp_path):
-    from tumor_det.config import get_tumor_cfg
+    from tumor_det.config.config import get_tumor_cfg
 
     import torch
     from detectron2.modeling import build_model

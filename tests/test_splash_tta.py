@@ -10,14 +10,14 @@ from __future__ import annotations
 import csv
 import json
 
-import tumor_det.predictor as predictor_module
-from tumor_det import splash_cli
-from tumor_det.config import get_tumor_cfg
-from tumor_det.export import ExportError
-from tumor_det.geometry import Volume
-from tumor_det.modeling import TumorRCNNWithTTA, with_tta
-from tumor_det.predictor import TumorPredictor
-from tumor_det.splash_cli import main
+import tumor_det.inference.predictor as predictor_module
+from tumor_det.cli import splash as splash_cli
+from tumor_det.cli.splash import main
+from tumor_det.config.config import get_tumor_cfg
+from tumor_det.export.tracing import ExportError
+from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.io.geometry import Volume
+from tumor_det.modeling.meta_arch import TumorRCNNWithTTA, with_tta
 
 import cv2
 import numpy as np

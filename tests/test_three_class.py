@@ -185,8 +185,8 @@ def test_eval_only_reports_per_type_ap_with_dataset_ids(typed, tmp_path, dataset
 
 SPLASH = """
 import sys
-import tumor_det.splash_sink as sink
-from tumor_det.splash_cli import main
+import tumor_det.splash.sink as sink
+from tumor_det.cli.splash import main
 
 drawn = []
 _draw = sink.draw_overlay

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det import atomic
-from tumor_det.checkpoint import TumorCheckpointer, convert_torchvision_state_dict
-from tumor_det.config import get_config_file, get_tumor_cfg
-from tumor_det.weights import WeightsNotFoundError, cached_path, resolve_weights
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer, convert_torchvision_state_dict
+from tumor_det.checkpoint.weights import WeightsNotFoundError, cached_path, resolve_weights
+from tumor_det.config.config import get_config_file, get_tumor_cfg
+from tumor_det.utils import atomic
 
 import pytest
 import torch
@@ -130,7 +130,7 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 _DYING_SAVE = """
 import io, os, signal, sys
 import tumor_det
-from tumor_det.checkpoint import TumorCheckpointer
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
 import torch
 
 save_dir, point, name = sys.argv[1:4]

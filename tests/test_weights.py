@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det import weights
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import get_tumor_cfg
-from tumor_det.weights import WeightsNotFoundError, cached_path, resolve_weights
+from tumor_det.checkpoint import weights
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.checkpoint.weights import WeightsNotFoundError, cached_path, resolve_weights
+from tumor_det.config.config import get_tumor_cfg
 
 import numpy as np
 import pytest

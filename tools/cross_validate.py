@@ -10,7 +10,7 @@
 Fold k trains on the other folds and is evaluated on fold k; ``OUTPUT_DIR`` (default: the
 config's ``OUTPUT_DIR``/cv_<NAME>) gets ``fold<k>/`` runs, ``cv_summary.json``,
 ``cv_summary.md`` and a ``config.yaml`` with the score threshold chosen on the held-out folds
-(:mod:`tumor_det.cross_validation`). ``--num-gpus N``: N GPUs, or N CPU processes without GPUs.
+(:mod:`tumor_det.engine.cross_validation`). ``--num-gpus N``: N GPUs, or N CPU processes without GPUs.
 A bad command line exits with status 2 and one ``cross_validate.py: error: ...`` line.
 """
 
@@ -22,12 +22,17 @@ import sys
 from pathlib import Path
 
 import tumor_det  # noqa: F401
-from tumor_det.config import get_tumor_cfg, resolve_device
-from tumor_det.cross_validation import SUMMARY_JSON, SUMMARY_MD, cross_validate, fold_datasets
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import get_tumor_cfg, resolve_device
 from tumor_det.data import register_all
-from tumor_det.distributed import resolve_backend
-from tumor_det.engine import USAGE_ERRORS
-from tumor_det.weights import resolve_weights
+from tumor_det.engine.cross_validation import (
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    cross_validate,
+    fold_datasets,
+)
+from tumor_det.engine.distributed import resolve_backend
+from tumor_det.engine.trainer import USAGE_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:

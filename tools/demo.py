@@ -3,19 +3,19 @@
 
     python tools/demo.py [--output output/demo] [--retrain] [KEY VALUE ...]
 
-See :mod:`tumor_det.demo`. A bad config file, key or value, or weights that cannot be found,
+See :mod:`tumor_det.cli.demo`. A bad config file, key or value, or weights that cannot be found,
 exit with status 2 and one ``demo.py: error: ...`` line on stderr.
 """
 
 import sys
 from pathlib import Path
 
-from tumor_det.demo import main
-from tumor_det.engine import USAGE_ERRORS
+from tumor_det.cli.demo import main
+from tumor_det.engine.trainer import USAGE_ERRORS
 
 
 def run(argv: list[str] | None = None) -> int:
-    """:func:`tumor_det.demo.main`, with a user error as one line and status 2."""
+    """:func:`tumor_det.cli.demo.main`, with a user error as one line and status 2."""
     try:
         return main(argv)
     except USAGE_ERRORS as exc:

@@ -5,14 +5,14 @@
     python tools/splash.py --weights output/export/model.onnx --input scan.nii.gz
     python tools/export_model.py --help
 
-The logic is in :mod:`tumor_det.export` (the command line: :mod:`tumor_det.export_cli`).
+The logic is in :mod:`tumor_det.export.tracing` (the command line: :mod:`tumor_det.cli.export_model`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from tumor_det.export_cli import main
+from tumor_det.cli.export_model import main
 
 if __name__ == "__main__":
     sys.exit(main())

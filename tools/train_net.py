@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 
 import tumor_det  # noqa: F401
-from tumor_det.distributed import launch, resolve_backend
-from tumor_det.engine import USAGE_ERRORS, check_args, evaluate, setup, train
+from tumor_det.engine.distributed import launch, resolve_backend
+from tumor_det.engine.trainer import USAGE_ERRORS, check_args, evaluate, setup, train
 
 from detectron2.engine import default_argument_parser
 

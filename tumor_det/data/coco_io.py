@@ -11,7 +11,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from tumor_det.atomic import atomic_path
 from tumor_det.data.records import (
     DatasetError,
     Instance,
@@ -28,7 +27,8 @@ from tumor_det.data.validation import (
     to_numbers,
 )
 from tumor_det.data.validation import mask_to_polygons as _mask_to_polygons
-from tumor_det.intensity import to_uint8
+from tumor_det.io.intensity import to_uint8
+from tumor_det.utils.atomic import atomic_path
 
 import numpy as np
 import pycocotools.mask as mask_util

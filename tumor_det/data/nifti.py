@@ -5,7 +5,7 @@ before the suffix), Medical Segmentation Decathlon folders (``imagesTr/`` + ``la
 the same names; 4D images give ``channel``), or explicit ``(image, label)`` pairs.
 
 Volumes are read by :func:`tumor_det.io.load_nifti` and sliced by
-:func:`tumor_det.geometry.display_slices`, the rule inference uses: each volume is reoriented to
+:func:`tumor_det.io.geometry.display_slices`, the rule inference uses: each volume is reoriented to
 its closest RAS+ grid (as ``nibabel.as_closest_canonical`` does), so any stored orientation gives
 the same slices, shown in the radiological convention:
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from tumor_det.data.records import DatasetError, Instance, Issues, Sample
 from tumor_det.data.validation import components
-from tumor_det.geometry import PLANES, display_slices
 from tumor_det.io.base import InputError, file_stem
+from tumor_det.io.geometry import PLANES, display_slices
 from tumor_det.io.nifti import load_nifti
 
 import numpy as np

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from tumor_det.atomic import write_json, write_text
+from tumor_det.utils.atomic import write_json, write_text
 from tumor_det.data.coco_io import build_annotation, read_coco, write_image
 from tumor_det.data.figshare import read_cvind, read_figshare
 from tumor_det.data.mask_pairs import read_mask_pairs

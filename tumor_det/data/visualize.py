@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import tumor_det  # noqa: F401  (Detectron2 compatibility fixes first)
-from tumor_det.atomic import atomic_path
 from tumor_det.data.catalog import register_all
+from tumor_det.utils.atomic import atomic_path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image

@@ -7,7 +7,7 @@ One class per format, chosen by :func:`tumor_det.io.registry.reader_for`:
   - :class:`Image2D` for 2D formats: ``pixels`` (H, W) or (H, W, C) in the file's own dtype
     (8/16-bit, int16, float), colour in BGR order unless ``rgb``, and ``spacing`` (row, col) mm
     or ``None`` when the file does not say;
-  - :class:`~tumor_det.geometry.Volume` for 3D formats: voxels in the file's own grid, the
+  - :class:`~tumor_det.io.geometry.Volume` for 3D formats: voxels in the file's own grid, the
     voxel -> RAS+ mm affine (spacing = its column norms) and the NIfTI header if any;
   - :class:`~tumor_det.io.video.Video` for videos: a frame iterator and the frame rate;
 
@@ -15,7 +15,7 @@ One class per format, chosen by :func:`tumor_det.io.registry.reader_for`:
   cannot be used: unreadable, truncated, unsupported.
 * ``write_seg(seg, path, like)`` writes a mask or label map ``seg`` that has the shape of what
   ``read`` returned (``like``): a 2D mask as an 8-bit PNG (0/255), a volume mask in the input's
-  grid with its affine and header (``.nii.gz``). Writes are atomic (:mod:`tumor_det.atomic`).
+  grid with its affine and header (``.nii.gz``). Writes are atomic (:mod:`tumor_det.utils.atomic`).
 """
 
 from __future__ import annotations

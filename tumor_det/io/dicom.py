@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumor_det.atomic import atomic_path
-from tumor_det.geometry import LPS_TO_RAS, Volume, canonical
 from tumor_det.io.base import Image2D, InputError, ReaderWriter, check_affine
+from tumor_det.io.geometry import LPS_TO_RAS, Volume, canonical
 from tumor_det.io.image2d import write_mask_png
 from tumor_det.io.nifti import write_nifti
+from tumor_det.utils.atomic import atomic_path
 
 import numpy as np
 

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tumor_det import __version__
-from tumor_det.atomic import atomic_path
 from tumor_det.io.base import InputError
 from tumor_det.io.dicom import DicomSeries
+from tumor_det.utils.atomic import atomic_path
 
 import numpy as np
 

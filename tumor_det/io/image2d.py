@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumor_det.atomic import atomic_path
 from tumor_det.io.base import Image2D, InputError, ReaderWriter
+from tumor_det.utils.atomic import atomic_path
 
 import cv2
 import numpy as np

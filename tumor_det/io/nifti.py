@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tumor_det.atomic import atomic_path
-from tumor_det.geometry import Volume
 from tumor_det.io.base import InputError, ReaderWriter, check_affine
+from tumor_det.io.geometry import Volume
+from tumor_det.utils.atomic import atomic_path
 
 import nibabel as nib
 import numpy as np

@@ -2,7 +2,7 @@
 
 :class:`TumorRCNN` is ``GeneralizedRCNN`` (same modules, same parameter names, so its
 checkpoints and Detectron2's load into either) whose post-processed output goes through
-:func:`tumor_det.postprocess.merge_instances` when ``TUMOR.MERGE.ENABLED``. Every consumer of
+:func:`tumor_det.modeling.postprocessing.merge_instances` when ``TUMOR.MERGE.ENABLED``. Every consumer of
 ``model(inputs)`` (``COCOEvaluator``, ``TumorEvaluator``, their CSVs, overlays) sees merged
 instances. ``inference(..., do_postprocess=False)`` returns Detectron2's raw per-RoI output
 unchanged: the merge needs full-image masks.
@@ -10,15 +10,15 @@ unchanged: the merge needs full-image masks.
 :func:`with_tta` wraps a model in Detectron2's ``GeneralizedRCNNWithTTA`` (``TEST.AUG``: resized
 and flipped copies, boxes merged by NMS, masks averaged), with the same merge after it;
 :meth:`TumorRCNNWithTTA.raw_inference` stops before the masks are pasted (what
-:class:`tumor_det.predictor.TumorPredictor` post-processes itself with ``tta=True``).
+:class:`tumor_det.inference.predictor.TumorPredictor` post-processes itself with ``tta=True``).
 
-Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config` imports this module, so
+Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config.config` imports this module, so
 every process that makes a tumor-det config can build it.
 """
 
 from __future__ import annotations
 
-from tumor_det.postprocess import merge_instances
+from tumor_det.modeling.postprocessing import merge_instances
 
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, GeneralizedRCNNWithTTA

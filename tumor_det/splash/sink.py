@@ -1,7 +1,7 @@
 """Where splash results go: images, masks, label maps, DICOM-SEG, videos and the run's tables.
 
 :class:`SplashSink` names the outputs of each input (``<stem>_...``, made unique within a run),
-writes them atomically and never over an input (:class:`~tumor_det.outputs.OutputGuard`), and
+writes them atomically and never over an input (:class:`~tumor_det.splash.writers.OutputGuard`), and
 collects the COCO records, the CSV rows, the skip reasons and warnings of the run
 (:class:`Report`). A volume gets, in the input's grid: ``<stem>_mask.nii.gz`` (0/1),
 ``<stem>_instances.nii.gz`` (lesion ids 1..N by score), ``<stem>_classes.nii.gz`` (dataset
@@ -21,7 +21,9 @@ from pathlib import Path
 from tumor_det.data import register_all
 from tumor_det.io import InputError, reader_for
 from tumor_det.io.dicom import DicomSeries
-from tumor_det.outputs import (
+from tumor_det.splash.drawing import color_splash, display_scale, draw_overlay, video_frame
+from tumor_det.splash.runner import ImageResult, VideoResult, VolumeResult
+from tumor_det.splash.writers import (
     LESION_FIELDS,
     OutputGuard,
     VideoWriter,
@@ -30,14 +32,12 @@ from tumor_det.outputs import (
     write_image,
     write_json,
 )
-from tumor_det.splash import color_splash, display_scale, draw_overlay, video_frame
-from tumor_det.splash_run import ImageResult, VideoResult, VolumeResult
 
 import numpy as np
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
-logger = logging.getLogger("tumor_det.splash")
+logger = logging.getLogger("tumor_det.splash.drawing")
 
 VOLUME_FPS = 10.0
 

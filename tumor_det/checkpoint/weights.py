@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tumor_det.atomic import atomic_path
+from tumor_det.utils.atomic import atomic_path
 
 from iopath.common.file_io import file_lock, get_cache_dir
 from tqdm import tqdm

@@ -7,14 +7,14 @@ import os
 from collections import OrderedDict
 
 import tumor_det  # noqa: F401
-from tumor_det.augmentation import TumorDatasetMapper, build_train_augmentation
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import ConfigError, get_config_file, get_tumor_cfg, resolve_device
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.checkpoint.weights import WeightsNotFoundError, resolve_weights
+from tumor_det.config.config import ConfigError, get_config_file, get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
-from tumor_det.distributed import patch_create_ddp_model
-from tumor_det.evaluation import TumorEvaluator
-from tumor_det.modeling import with_tta
-from tumor_det.weights import WeightsNotFoundError, resolve_weights
+from tumor_det.data.augmentation import TumorDatasetMapper, build_train_augmentation
+from tumor_det.engine.distributed import patch_create_ddp_model
+from tumor_det.evaluation.evaluator import TumorEvaluator
+from tumor_det.modeling.meta_arch import with_tta
 
 import torch
 from detectron2.data import (
@@ -57,7 +57,7 @@ def check_datasets(cfg) -> None:
 def with_resolved_weights(cfg):
     """``cfg``, or a copy with ``MODEL.WEIGHTS`` resolved (alias or URL to a local file).
 
-    Raises :class:`~tumor_det.weights.WeightsNotFoundError` before any model is built.
+    Raises :class:`~tumor_det.checkpoint.weights.WeightsNotFoundError` before any model is built.
     """
     weights = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
     if weights == cfg.MODEL.WEIGHTS:
@@ -157,7 +157,7 @@ def check_args(args):
     ``MODEL.WEIGHTS`` resolved and the datasets registered; raises one of ``USAGE_ERRORS``.
 
     It registers the prepared datasets, resolves the weights
-    (:func:`~tumor_det.weights.resolve_weights`) and sets ``args.resume`` for ``--weights last``;
+    (:func:`~tumor_det.checkpoint.weights.resolve_weights`) and sets ``args.resume`` for ``--weights last``;
     a launcher calls it once before starting worker processes, so that a bad command line stops
     there.
     """

@@ -4,7 +4,7 @@ Detections may carry ``mask_probs``: uint8 (N, H, W) full-image mask probabiliti
 :func:`detectron2.layers.mask_ops.paste_masks_in_image` gives with ``threshold=-1``; a binary
 mask pixel, probability >= 0.5, is >= 127 there).
 
-* :func:`merge_with_probabilities`: :func:`tumor_det.postprocess.merge_instances` (class-agnostic
+* :func:`merge_with_probabilities`: :func:`tumor_det.modeling.postprocessing.merge_instances` (class-agnostic
   merge by mask IoU/containment; the kept detection's mask is the union) whose merged detections
   get the highest probability of their members at each pixel.
 * :func:`fuse_models`: the detections of several models (e.g. one per cross-validation fold) as
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tumor_det.postprocess import apply_groups, merge_groups
+from tumor_det.modeling.postprocessing import apply_groups, merge_groups
 
 import torch
 from detectron2.structures import BitMasks, Boxes, Instances
@@ -32,7 +32,7 @@ BINARY_PROB = 127  # p >= 0.5 on the 0-255 scale of paste_masks_in_image (it tru
 
 def merged_with_groups(instances: Instances, iou: float = 0.5, containment: float = 0.8
            ) -> tuple[Instances, list[list[int]]]:
-    """:func:`~tumor_det.postprocess.merge_instances`, and its groups (indices into
+    """:func:`~tumor_det.modeling.postprocessing.merge_instances`, and its groups (indices into
     ``instances``, the kept detection first)."""
     if not len(instances):
         return instances, []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Registers TumorRCNN (the base config's MODEL.META_ARCHITECTURE) in every process that makes
 # or reads a tumor-det config: the trainer, the predictor, spawned workers.
-from tumor_det import modeling  # noqa: F401
+from tumor_det.modeling import meta_arch  # noqa: F401
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -75,7 +75,7 @@ def add_tumor_config(cfg: CN) -> None:
     # Where datasets prepared by tools/prepare_dataset.py live ("" = $TUMOR_DET_DATASETS or
     # ./datasets). Each <root>/<name>/annotations/<split>.json is registered as "<name>_<split>".
     cfg.TUMOR.DATASETS_ROOT = ""
-    # Percentiles of the intensity window for non-8-bit images (tumor_det.intensity).
+    # Percentiles of the intensity window for non-8-bit images (tumor_det.io.intensity).
     cfg.TUMOR.INTENSITY_PERCENTILES = (0.5, 99.5)
 
     # Training augmentation on top of Detectron2's resize and flip (0 / (1, 1) = off).
@@ -83,7 +83,7 @@ def add_tumor_config(cfg: CN) -> None:
     cfg.TUMOR.AUGMENT.ROTATION = 0.0  # degrees, uniform in [-R, R]
     cfg.TUMOR.AUGMENT.BRIGHTNESS = (1.0, 1.0)
     cfg.TUMOR.AUGMENT.CONTRAST = (1.0, 1.0)
-    # MRI intensity augmentation (tumor_det.augmentation): gamma drawn log-uniformly in GAMMA;
+    # MRI intensity augmentation (tumor_det.data.augmentation): gamma drawn log-uniformly in GAMMA;
     # a smooth multiplicative bias field exp(p(x, y)), p a random polynomial of degree 3 with
     # coefficients up to BIAS_FIELD; Gaussian noise of a standard deviation drawn in
     # [0, NOISE_STD] (fraction of the 0-255 range).
@@ -129,7 +129,7 @@ def add_tumor_config(cfg: CN) -> None:
 
     # One tumor, one detection: TumorRCNN (and its TTA) merge detections class-agnostically
     # when their masks overlap with IoU >= IOU or the smaller lies >= CONTAINMENT inside the
-    # other (tumor_det.postprocess.merge_instances).
+    # other (tumor_det.modeling.postprocessing.merge_instances).
     cfg.TUMOR.MERGE = CN()
     cfg.TUMOR.MERGE.ENABLED = True
     cfg.TUMOR.MERGE.IOU = 0.5

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tumor_det.atomic import atomic_path as _atomic_path
+from tumor_det.utils.atomic import atomic_path as _atomic_path
 
 import cv2
 import numpy as np
@@ -45,7 +45,7 @@ class OutputGuard:
 
 @contextmanager
 def atomic_path(path: Path, guard: OutputGuard | None = None) -> Iterator[Path]:
-    """:func:`tumor_det.atomic.atomic_path`, refusing paths the ``guard`` knows as inputs."""
+    """:func:`tumor_det.utils.atomic.atomic_path`, refusing paths the ``guard`` knows as inputs."""
     if guard is not None:
         guard.check(path)
     with _atomic_path(path) as tmp:
@@ -120,7 +120,7 @@ def rle(mask: np.ndarray) -> dict:
 
 def coco_records(prediction, image_id: int, file_name: str,
                  category_ids: dict[int, int] | None = None, **extra: Any) -> list[dict]:
-    """COCO results (one dict per instance) for a :class:`~tumor_det.predictor.TumorPrediction`.
+    """COCO results (one dict per instance) for a :class:`~tumor_det.inference.predictor.TumorPrediction`.
 
     Detectron2's ``instances_to_coco_json`` (what ``COCOEvaluator`` writes: XYWH ``bbox``, RLE
     ``segmentation`` with ``counts`` as str) plus ``file_name`` and ``extra`` (``slice``,

@@ -1,4 +1,4 @@
-"""Report the environment: ``python -m tumor_det.collect_env``.
+"""Report the environment: ``python -m tumor_det.utils.collect_env``.
 
 Detectron2's own table (``detectron2.utils.collect_env``), plus what tumor-det adds: whether
 Detectron2's compiled ops are present or the fallback is in use, and the versions of the MRI and

@@ -2,8 +2,8 @@
 
 Like Detectron2's ``demo/predictor.py``, the run is built from small parts: each ``predict_*``
 function reads one kind of input (through :mod:`tumor_det.io`), batches it with
-:func:`~tumor_det.batching.batched` and returns a typed result; :func:`run` hands every result
-to an output sink (:class:`~tumor_det.splash_sink.SplashSink`) and records what was skipped.
+:func:`~tumor_det.utils.batching.batched` and returns a typed result; :func:`run` hands every result
+to an output sink (:class:`~tumor_det.splash.sink.SplashSink`) and records what was skipped.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tumor_det.batching import batched
-from tumor_det.geometry import Volume
+from tumor_det.inference.lesions import LesionRules
+from tumor_det.inference.predictor import TumorPrediction, TumorPredictor, VolumePrediction
 from tumor_det.io import KINDS_2D, InputError, Source, Video, reader_for
-from tumor_det.lesions import LesionRules
-from tumor_det.outputs import OutputError
-from tumor_det.predictor import TumorPrediction, TumorPredictor, VolumePrediction
+from tumor_det.io.geometry import Volume
+from tumor_det.splash.writers import OutputError
+from tumor_det.utils.batching import batched
 
 import numpy as np
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from tumor_det.splash_sink import SplashSink
+    from tumor_det.splash.sink import SplashSink
 
-logger = logging.getLogger("tumor_det.splash")
+logger = logging.getLogger("tumor_det.splash.drawing")
 
 Skip = Callable[[Source, str], None]
 
@@ -103,7 +103,7 @@ def run(predictor: TumorPredictor, sources: Sequence[Source], sink: SplashSink,
     """2D inputs in batches, then volumes and videos; every output goes to ``sink``.
 
     A source that cannot be read, predicted or written is skipped with the reason. ``rules``
-    filter the 3D lesions of volumes (default :class:`~tumor_det.lesions.LesionRules`).
+    filter the 3D lesions of volumes (default :class:`~tumor_det.inference.lesions.LesionRules`).
     """
     batch_size = max(1, batch_size)
     images = [s for s in sources if s.kind in KINDS_2D]

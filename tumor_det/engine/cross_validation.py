@@ -21,7 +21,7 @@ held-out predictions). The operating point is the score threshold in :data:`THRE
 best Dice over all held-out slices (``dice_all``: tumor-free slices count, 1 when nothing is
 predicted there), recomputed from the saved predictions.
 
-Each fold runs through :func:`tumor_det.distributed.launch` (CPU, CPU processes or GPUs). With
+Each fold runs through :func:`tumor_det.engine.distributed.launch` (CPU, CPU processes or GPUs). With
 ``resume``, finished folds are skipped and the fold in progress continues from its last
 checkpoint.
 """
@@ -39,13 +39,13 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from tumor_det.atomic import write_json, write_text
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import ConfigError
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.config.config import ConfigError
 from tumor_det.data import register_all
-from tumor_det.distributed import launch
-from tumor_det.engine import TumorTrainer
-from tumor_det.evaluation import TumorEvaluator, aggregate, annotation_mask
+from tumor_det.engine.distributed import launch
+from tumor_det.engine.trainer import TumorTrainer
+from tumor_det.evaluation.evaluator import TumorEvaluator, aggregate, annotation_mask
+from tumor_det.utils.atomic import write_json, write_text
 
 import numpy as np
 import pycocotools.mask as mask_util

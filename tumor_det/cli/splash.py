@@ -1,7 +1,7 @@
 """``tools/splash.py``: run the tumor model on images, DICOM, NIfTI and videos; write splashes.
 
 The command line only: inputs are found by :func:`tumor_det.io.expand_inputs`, predicted by
-:func:`tumor_det.splash_run.run` and written by :class:`tumor_det.splash_sink.SplashSink`.
+:func:`tumor_det.splash.runner.run` and written by :class:`tumor_det.splash.sink.SplashSink`.
 
 Outputs in ``--output`` per 2D input: ``<stem>_splash.png``, ``<stem>_overlay.png``,
 ``<stem>_mask.png``; per volume: ``<stem>_mask.nii.gz``, ``<stem>_instances.nii.gz``,
@@ -21,16 +21,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
-from tumor_det.export import BACKENDS, ExportError
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.export.tracing import BACKENDS, ExportError
+from tumor_det.inference.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
+from tumor_det.inference.predictor import TumorPredictor, check_weights
 from tumor_det.io import UsageError, expand_inputs
-from tumor_det.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
-from tumor_det.outputs import OutputError, OutputGuard
-from tumor_det.predictor import TumorPredictor, check_weights
-from tumor_det.splash import RED
-from tumor_det.splash_run import run
-from tumor_det.splash_sink import Report, SplashSink, class_metadata
-from tumor_det.weights import resolve_weights
+from tumor_det.splash.drawing import RED
+from tumor_det.splash.runner import run
+from tumor_det.splash.sink import Report, SplashSink, class_metadata
+from tumor_det.splash.writers import OutputError, OutputGuard
 
 from tabulate import tabulate
 

@@ -1,7 +1,7 @@
 """``tools/export_model.py``: export the model to TorchScript/ONNX and check the files.
 
-The command line only: :func:`tumor_det.export.export_model` writes the files; each is then run
-through :class:`~tumor_det.predictor.TumorPredictor`'s pre- and post-processing beside the
+The command line only: :func:`tumor_det.export.tracing.export_model` writes the files; each is then run
+through :class:`~tumor_det.inference.predictor.TumorPredictor`'s pre- and post-processing beside the
 PyTorch model on a sample slice (``--no-check`` skips it). Exit status: 0, 1 when an export or
 its check failed, 2 for a usage error.
 """
@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg
-from tumor_det.export import (
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
+from tumor_det.export.tracing import (
     BACKEND_OF_FORMAT,
     CONFIG,
     DEFAULT_OPSET,
@@ -28,9 +29,8 @@ from tumor_det.export import (
     parity,
     sample_image,
 )
+from tumor_det.inference.predictor import TumorPredictor, check_weights
 from tumor_det.io import InputError, reader_for
-from tumor_det.predictor import TumorPredictor, check_weights
-from tumor_det.weights import resolve_weights
 
 import numpy as np
 import torch

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tumor_det.geometry import Volume, from_display_slices
+from tumor_det.io.geometry import Volume, from_display_slices
 
 import numpy as np
 from scipy import ndimage
@@ -104,7 +104,7 @@ class LesionMap:
 def find_lesions(detections: Sequence[Detections], volume: Volume, plane: str = "axial",
                  rules: LesionRules | None = None) -> LesionMap:
     """Link the detections of a volume's display slices (``plane``, see
-    :func:`tumor_det.geometry.display_slices`) into lesions and apply ``rules``."""
+    :func:`tumor_det.io.geometry.display_slices`) into lesions and apply ``rules``."""
     rules = rules or LesionRules()
     union = np.stack([d.masks.any(axis=0) if len(d.masks) else np.zeros(d.masks.shape[1:], bool)
                       for d in detections])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from tumor_det.atomic import atomic_path, remove_stale_temporaries, write_text
+from tumor_det.utils.atomic import atomic_path, remove_stale_temporaries, write_text
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

@@ -3,40 +3,40 @@
 :class:`TumorPredictor` is Detectron2's :class:`~detectron2.engine.DefaultPredictor` (one model
 build and checkpoint load, the test-time ``ResizeShortestEdge``, ``INPUT.FORMAT``) that
 
-* takes any MRI pixel array and applies :func:`tumor_det.intensity.to_model_input` (the rule the
+* takes any MRI pixel array and applies :func:`tumor_det.io.intensity.to_model_input` (the rule the
   training data went through: 8-bit kept, other dtypes windowed by percentiles, grey -> BGR);
 * runs several images per forward pass (:meth:`TumorPredictor.predict_batch`) under
   ``torch.inference_mode()``, optionally in float16 autocast on CUDA or bfloat16 autocast, in
   two steps: the raw
   model call (:meth:`TumorPredictor.raw_outputs`, per-RoI outputs) and the post-processing
   (:meth:`TumorPredictor.postprocess`: score threshold, Detectron2's ``detector_postprocess``,
-  optional mask probabilities, :func:`tumor_det.postprocess.merge_instances` when
+  optional mask probabilities, :func:`tumor_det.modeling.postprocessing.merge_instances` when
   ``TUMOR.MERGE.ENABLED``);
 * with several checkpoints (``weights=[...]``, e.g. one per cross-validation fold) runs each
-  model and fuses their detections (:func:`tumor_det.merging.fuse_models`);
+  model and fuses their detections (:func:`tumor_det.inference.ensemble.fuse_models`);
 * returns a :class:`TumorPrediction`: the instances above the score threshold on the CPU, their
   union mask, scores and areas (in mm² when the pixel spacing is known);
 * predicts volumes slice by slice (:meth:`TumorPredictor.predict_volume`) on the display slices
-  of :func:`tumor_det.geometry.display_slices` (the slicing rule training data went through),
-  optionally skipping the slices without anatomy (:func:`tumor_det.export.anatomy_slices`;
+  of :func:`tumor_det.io.geometry.display_slices` (the slicing rule training data went through),
+  optionally skipping the slices without anatomy (:func:`tumor_det.export.tracing.anatomy_slices`;
   ``skip_empty``, on in ``tools/splash.py``), links the
-  detections into 3D lesions (:func:`tumor_det.lesions.find_lesions`) and maps the masks back
+  detections into 3D lesions (:func:`tumor_det.inference.lesions.find_lesions`) and maps the masks back
   into the input's grid (:class:`VolumePrediction`);
 * runs the PyTorch model (``backend="torch"``, optionally with the norm layers folded into the
   convolutions and channels_last weights: :meth:`TumorPredictor.optimize`) or a model exported by
-  :mod:`tumor_det.export` (``backend="torchscript"``: ``model.ts``; ``"onnxruntime"``:
+  :mod:`tumor_det.export.tracing` (``backend="torchscript"``: ``model.ts``; ``"onnxruntime"``:
   ``model.onnx``) through the same pre- and post-processing: the exported graph replaces
   :meth:`TumorPredictor.raw_outputs` only;
 * with ``tta=True`` (``tools/splash.py --tta``, or ``TEST.AUG.ENABLED``) runs test-time
-  augmentation as evaluation does (:class:`tumor_det.modeling.TumorRCNNWithTTA`: the copies of
+  augmentation as evaluation does (:class:`tumor_det.modeling.meta_arch.TumorRCNNWithTTA`: the copies of
   ``TEST.AUG``, boxes merged by NMS, masks averaged): it replaces the raw model call, and the
   post-processing (threshold, masks, probabilities, merge) is the plain path's. PyTorch backend
   only; an ensemble runs it on each member before fusing.
 
 Example::
 
-    from tumor_det.config import get_tumor_cfg
-    from tumor_det.predictor import TumorPredictor
+    from tumor_det.config.config import get_tumor_cfg
+    from tumor_det.inference.predictor import TumorPredictor
 
     cfg = get_tumor_cfg("configs/quick_cpu.yaml", ["MODEL.WEIGHTS", "model_final.pth"])
     predictor = TumorPredictor(cfg)
@@ -54,10 +54,10 @@ import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tumor_det.batching import batched
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import resolve_device
-from tumor_det.export import (
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import resolve_device
+from tumor_det.export.tracing import (
     BACKENDS,
     anatomy_slices,
     backend_for_file,
@@ -67,13 +67,13 @@ from tumor_det.export import (
     fuse_conv_norm,
     load_exported,
 )
-from tumor_det.geometry import Volume, display_slices, from_display_slices
-from tumor_det.intensity import to_model_input
-from tumor_det.lesions import Detections, Lesion, LesionMap, LesionRules, find_lesions
-from tumor_det.merging import fuse_models, merge_with_probabilities
-from tumor_det.modeling import TumorRCNNWithTTA, with_tta
-from tumor_det.postprocess import merge_instances
-from tumor_det.weights import resolve_weights
+from tumor_det.inference.ensemble import fuse_models, merge_with_probabilities
+from tumor_det.inference.lesions import Detections, Lesion, LesionMap, LesionRules, find_lesions
+from tumor_det.io.geometry import Volume, display_slices, from_display_slices
+from tumor_det.io.intensity import to_model_input
+from tumor_det.modeling.meta_arch import TumorRCNNWithTTA, with_tta
+from tumor_det.modeling.postprocessing import merge_instances
+from tumor_det.utils.batching import batched
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ class TumorPrediction:
 @dataclass
 class VolumePrediction:
     """A volume's prediction; ``mask`` and ``labels`` are in the input's grid, ``slices`` in
-    display order. Lesions dropped by the :class:`~tumor_det.lesions.LesionRules` are gone from
+    display order. Lesions dropped by the :class:`~tumor_det.inference.lesions.LesionRules` are gone from
     the mask, the labels and the slices (not from ``probabilities``, the model's raw output)."""
 
     mask: np.ndarray  # bool, same shape as the input volume
@@ -191,10 +191,10 @@ class TumorPredictor(DefaultPredictor):
     without weights raises :class:`UntrainedModelError` unless ``allow_untrained`` (tests and
     speed benchmarks only: a random model's "tumors" mean nothing). ``weights`` (checkpoint
     paths or ``last``) replaces ``MODEL.WEIGHTS``; several make an ensemble of one model each,
-    fused by :func:`tumor_det.merging.fuse_models`. ``probabilities`` keeps each slice's mask
+    fused by :func:`tumor_det.inference.ensemble.fuse_models`. ``probabilities`` keeps each slice's mask
     probability map (:attr:`TumorPrediction.probability`).
 
-    ``backend`` (:data:`tumor_det.export.BACKENDS`; default: ``"torch"``, or the backend of
+    ``backend`` (:data:`tumor_det.export.tracing.BACKENDS`; default: ``"torch"``, or the backend of
     ``exported``/``MODEL.WEIGHTS`` when that is a ``.ts``/``.onnx`` file) chooses what runs the
     network; ``exported`` is the file (or export folder) of ``tools/export_model.py``, which
     also sets the settings fixed in its graph (test size, input format, score threshold,
@@ -205,7 +205,7 @@ class TumorPredictor(DefaultPredictor):
     :meth:`predict_volume`'s default: do not run the slices without anatomy.
 
     ``tta`` runs test-time augmentation (``cfg.TEST.AUG``: each image resized to every
-    ``MIN_SIZES`` entry, and flipped with ``FLIP``; :class:`~tumor_det.modeling.TumorRCNNWithTTA`)
+    ``MIN_SIZES`` entry, and flipped with ``FLIP``; :class:`~tumor_det.modeling.meta_arch.TumorRCNNWithTTA`)
     in place of the raw model call, each member of an ensemble on its own; the results go
     through the same :meth:`postprocess`. It needs the PyTorch model: an exported backend
     raises ValueError.
@@ -225,7 +225,7 @@ class TumorPredictor(DefaultPredictor):
             raise ValueError(f"test-time augmentation (--tta or TEST.AUG.ENABLED) runs the "
                              f"PyTorch model, not the {self.backend} backend's exported graph: "
                              "give a .pth checkpoint, or turn it off (--no-tta)")
-        #: the exported model (tumor_det.export.ExportedModel) of an exported backend, or None
+        #: the exported model (tumor_det.export.tracing.ExportedModel) of an exported backend, or None
         self.exported = None
         if exported_file is not None:
             cfg = _with_exported_settings(cfg, exported_file)
@@ -303,7 +303,7 @@ class TumorPredictor(DefaultPredictor):
 
     def optimize(self, fuse: bool = True, channels_last: bool = False) -> TumorPredictor:
         """Faster PyTorch inference, the same answers up to float rounding: fold each norm
-        layer that follows a convolution into it (:func:`tumor_det.export.fuse_conv_norm`)
+        layer that follows a convolution into it (:func:`tumor_det.export.tracing.fuse_conv_norm`)
         and/or keep the weights channels_last (oneDNN's preferred layout on CPUs, tensor cores'
         on GPUs). It changes the modules (of every ensemble member): call it once the weights
         are in place, and never train the model afterwards. Returns the predictor."""
@@ -378,7 +378,7 @@ class TumorPredictor(DefaultPredictor):
         """The raw model call: per-RoI outputs in the resized images' frame (Detectron2's
         ``inference(..., do_postprocess=False)``: boxes, scores, classes, (N, 1, M, M) mask
         probabilities); with an exported backend, the exported graph (one image per run).
-        With :attr:`tta`, :meth:`~tumor_det.modeling.TumorRCNNWithTTA.raw_inference` per image:
+        With :attr:`tta`, :meth:`~tumor_det.modeling.meta_arch.TumorRCNNWithTTA.raw_inference` per image:
         the same fields in the original image's frame (averaged mask probabilities)."""
         if self.exported is not None:
             return self.exported([inp["image"] for inp in inputs])
@@ -429,7 +429,7 @@ class TumorPredictor(DefaultPredictor):
 
     def run_model(self, images: list[np.ndarray]) -> list[Instances]:
         """Run every model on all images at once (:meth:`raw_outputs`, :meth:`postprocess`);
-        an ensemble's detections are fused per image (:func:`~tumor_det.merging.fuse_models`)."""
+        an ensemble's detections are fused per image (:func:`~tumor_det.inference.ensemble.fuse_models`)."""
         inputs = self.model_inputs(images)
         if self.exported is not None or len(self.models) == 1:
             return self.postprocess(self.raw_outputs(inputs), inputs, self.probabilities)
@@ -466,12 +466,12 @@ class TumorPredictor(DefaultPredictor):
     ) -> VolumePrediction:
         """Predict a 3D volume on its ``plane`` slices, ``batch_size`` per forward pass.
 
-        ``volume`` is a :class:`~tumor_det.geometry.Volume` or an array with its voxel -> RAS+
+        ``volume`` is a :class:`~tumor_det.io.geometry.Volume` or an array with its voxel -> RAS+
         mm ``affine`` (identity when omitted). Slices are cut and shown as training data was
-        (:func:`tumor_det.geometry.display_slices`); their detections are linked into 3D lesions
-        and filtered by ``rules`` (default :class:`~tumor_det.lesions.LesionRules`); the masks
+        (:func:`tumor_det.io.geometry.display_slices`); their detections are linked into 3D lesions
+        and filtered by ``rules`` (default :class:`~tumor_det.inference.lesions.LesionRules`); the masks
         come back in the input's grid. ``skip_empty`` (default: the predictor's): slices without
-        anatomy (:func:`tumor_det.export.anatomy_slices`: air, the zero background of
+        anatomy (:func:`tumor_det.export.tracing.anatomy_slices`: air, the zero background of
         skull-stripped scans) are not run and get no detection; the others are predicted as
         without it (only the 3D lesion rules see their neighbours' detections).
         ``on_batch`` is called with the number of slices done (skipped ones included).
@@ -532,7 +532,7 @@ def _backend_and_file(backend: str | None, exported, weights: Sequence[str]):
 
 
 #: Config keys fixed in an exported graph or defining its input, taken from the exported model's
-#: config.yaml (tumor_det.export writes it beside the model).
+#: config.yaml (tumor_det.export.tracing writes it beside the model).
 EXPORTED_KEYS = ("INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST", "INPUT.FORMAT",
                  "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
                  "MODEL.ROI_HEADS.NUM_CLASSES", "TEST.DETECTIONS_PER_IMAGE")

@@ -26,7 +26,7 @@ import math
 import os
 from collections import OrderedDict
 
-from tumor_det.atomic import write_text
+from tumor_det.utils.atomic import write_text
 
 import numpy as np
 import pycocotools.mask as mask_util

@@ -2,7 +2,7 @@
 
 Modelled on nnU-Net's ``compute_metrics_on_folder``: predictions and ground truth are matched by
 file name, each case is scored in 3D in its own voxel grid, and ``per_case.csv`` and
-``summary.json`` are written to the output folder (atomically, :mod:`tumor_det.atomic`).
+``summary.json`` are written to the output folder (atomically, :mod:`tumor_det.utils.atomic`).
 
 Matching (only ``.nii``/``.nii.gz`` files directly in each folder; hidden files are ignored):
 
@@ -56,10 +56,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tumor_det.atomic import write_json, write_text
-from tumor_det.geometry import Volume
 from tumor_det.io.base import InputError
+from tumor_det.io.geometry import Volume
 from tumor_det.io.nifti import load_nifti
+from tumor_det.utils.atomic import write_json, write_text
 
 import numpy as np
 import torch

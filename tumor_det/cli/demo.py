@@ -1,7 +1,7 @@
 """The main job (``make demo``): the whole pipeline on the built-in synthetic data.
 
 1. prepare: generate and register the synthetic dataset (``datasets/tumor_synth``);
-2. train: ``configs/quick_cpu.yaml`` with :class:`~tumor_det.engine.TumorTrainer` (skipped when
+2. train: ``configs/quick_cpu.yaml`` with :class:`~tumor_det.engine.trainer.TumorTrainer` (skipped when
    ``OUTPUT/model/model_final.pth`` exists: delete it, or pass ``--retrain``, to train again);
 3. evaluate: mask AP and the tumor metrics on the held-out test patients;
 4. splash: held-out slices and a synthetic scan, as a NIfTI volume and as a DICOM series (a
@@ -22,16 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-from tumor_det.atomic import atomic_path
-from tumor_det.checkpoint import TumorCheckpointer
-from tumor_det.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
+from tumor_det.checkpoint.checkpointer import TumorCheckpointer
+from tumor_det.cli.splash import main as splash_main
+from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import SYNTHETIC_NAME, datasets_root, register_all
 from tumor_det.data.synthetic import ensure_synthetic_dataset, synthetic_volume
-from tumor_det.engine import TumorTrainer
-from tumor_det.evaluate_cases import evaluate_folder
-from tumor_det.geometry import Volume
+from tumor_det.engine.trainer import TumorTrainer
+from tumor_det.evaluation.cases import evaluate_folder
 from tumor_det.io.dicom import lps_grid, write_dicom_series
-from tumor_det.splash_cli import main as splash_main
+from tumor_det.io.geometry import Volume
+from tumor_det.utils.atomic import atomic_path
 
 import nibabel as nib
 import numpy as np
@@ -39,7 +39,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-logger = logging.getLogger("tumor_det.demo")
+logger = logging.getLogger("tumor_det.cli.demo")
 
 
 def quiet_console(log: logging.Logger) -> None:

@@ -14,9 +14,9 @@ as Detectron2's ``tools/deploy/export_model.py`` does. Inside the graph: the nor
 and mask heads, the score threshold ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, NMS and
 ``TEST.DETECTIONS_PER_IMAGE`` (so these are fixed at export time; a predictor threshold below
 the exported one cannot bring back what the graph dropped). Outside it, in
-:class:`tumor_det.predictor.TumorPredictor` and the same for every backend: the intensity rule,
+:class:`tumor_det.inference.predictor.TumorPredictor` and the same for every backend: the intensity rule,
 the resize, pasting the masks at the original size (``detector_postprocess``) and the
-``TUMOR.MERGE`` merge of :class:`tumor_det.modeling.TumorRCNN`.
+``TUMOR.MERGE`` merge of :class:`tumor_det.modeling.meta_arch.TumorRCNN`.
 
 **Input size.** Tracing records one run, at the config's test size (``INPUT.MIN_SIZE_TEST``,
 square). The recorded graphs keep the image height and width symbolic (Detectron2 0.6 computes
@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
-from tumor_det.atomic import atomic_path, write_json, write_text
+from tumor_det.utils.atomic import atomic_path, write_json, write_text
 
 import numpy as np
 import torch
@@ -309,7 +309,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def exported_config(path: str | os.PathLike) -> CfgNode | None:
     """The config saved beside an exported file (``config.yaml``), or None."""
-    from tumor_det.config import get_tumor_cfg
+    from tumor_det.config.config import get_tumor_cfg
 
     p = Path(path)
     cfg_file = (p if p.is_dir() else p.parent) / CONFIG
@@ -560,7 +560,7 @@ def anatomy_slices(slices: np.ndarray, level: float = ANATOMY_LEVEL,
     head anywhere (scalp, skull marrow, brain, tumor) has far more foreground than 0.2 % of its
     area (115 pixels of 240x240). A volume without contrast (``hi == lo``) counts as all
     anatomy. Slices without anatomy are not run by
-    :meth:`tumor_det.predictor.TumorPredictor.predict_volume` (no tumor there); the others are
+    :meth:`tumor_det.inference.predictor.TumorPredictor.predict_volume` (no tumor there); the others are
     predicted exactly as before. A fraction of a second for a 240x240x155 volume.
     """
     slices = np.asarray(slices)
