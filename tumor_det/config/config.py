@@ -110,6 +110,10 @@ def add_tumor_config(cfg: CN) -> None:
     cfg.TUMOR.AUGMENT.COPY_PASTE.PROB = 0.0
     cfg.TUMOR.AUGMENT.COPY_PASTE.SCALE = (0.75, 1.25)
 
+    # One sampling weight per DATASETS.TRAIN name: each dataset's share of the sampled images
+    # (tumor_det.data.sampling; () = Detectron2's default, every image alike).
+    cfg.TUMOR.DATASET_WEIGHTS = ()
+
     cfg.TUMOR.EVAL = CN()
     # Instances with a score below this are ignored by the tumor metrics (COCO AP uses them all).
     cfg.TUMOR.EVAL.SCORE_THRESHOLD = 0.5
@@ -134,6 +138,9 @@ def add_tumor_config(cfg: CN) -> None:
     cfg.TUMOR.MERGE.ENABLED = True
     cfg.TUMOR.MERGE.IOU = 0.5
     cfg.TUMOR.MERGE.CONTAINMENT = 0.8
+    # The merged detection's mask: "best" (the highest-scoring member's own: never grows a
+    # tumor) or "union" (the members' union, the rule before 0.2).
+    cfg.TUMOR.MERGE.MASK = "best"
 
 
 def get_tumor_cfg(config_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

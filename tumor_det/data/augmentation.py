@@ -301,7 +301,8 @@ class TumorDatasetMapper(DatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
-        if self.sources and np.random.uniform() < self.copy_paste_prob:
+        if (self.sources and np.random.uniform() < self.copy_paste_prob
+                and all(a.get("segmentation") for a in dataset_dict.get("annotations", []))):
             source = self.sources[np.random.randint(len(self.sources))]
             source_image = utils.read_image(source["file_name"], format=self.image_format)
             image, dataset_dict["annotations"] = copy_paste(
@@ -317,3 +318,30 @@ class TumorDatasetMapper(DatasetMapper):
                 a.get("segmentation") for a in dataset_dict["annotations"])
             self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict
+
+    def _transform_annotations(self, dataset_dict: dict, transforms, image_shape) -> None:
+        # DatasetMapper._transform_annotations, with box-only instances (mixed supervision):
+        # an annotation without "segmentation" gets its box as a placeholder polygon and
+        # ``gt_has_mask`` False, so TumorMaskHead leaves it out of the mask loss.
+        annos = [a for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
+        has_mask = [bool(a.get("segmentation")) for a in annos]
+        for anno, outlined in zip(annos, has_mask, strict=True):
+            if not self.use_instance_mask:
+                anno.pop("segmentation", None)
+            elif not outlined:
+                anno["segmentation"] = [box_polygon(anno["bbox"], anno["bbox_mode"])]
+            anno.pop("keypoints", None)
+        annos = [utils.transform_instance_annotations(a, transforms, image_shape) for a in annos]
+        instances = utils.annotations_to_instances(annos, image_shape,
+                                                   mask_format=self.instance_mask_format)
+        if self.use_instance_mask and not all(has_mask):
+            instances.gt_has_mask = torch.tensor(has_mask, dtype=torch.bool)
+        if self.recompute_boxes:
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+
+
+def box_polygon(bbox, bbox_mode) -> list[float]:
+    """The rectangle of ``bbox`` as a flat polygon (XYXY corners, clockwise)."""
+    x0, y0, x1, y1 = BoxMode.convert(list(bbox), bbox_mode, BoxMode.XYXY_ABS)
+    return [x0, y0, x1, y0, x1, y1, x0, y1]

@@ -12,6 +12,7 @@ from tumor_det.checkpoint.weights import WeightsNotFoundError, resolve_weights
 from tumor_det.config.config import ConfigError, get_config_file, get_tumor_cfg, resolve_device
 from tumor_det.data import datasets_root, register_all
 from tumor_det.data.augmentation import TumorDatasetMapper, build_train_augmentation
+from tumor_det.data.sampling import has_outlines, weighted_train_dataset
 from tumor_det.engine.distributed import patch_create_ddp_model
 from tumor_det.evaluation.evaluator import TumorEvaluator
 from tumor_det.modeling.meta_arch import with_tta
@@ -121,10 +122,16 @@ class TumorTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        sampler = None
+        if cfg.TUMOR.DATASET_WEIGHTS:
+            # each training dataset drawn by its weight (tumor_det.data.sampling)
+            dataset, sampler = weighted_train_dataset(cfg.DATASETS.TRAIN,
+                                                      cfg.TUMOR.DATASET_WEIGHTS, filter_empty)
+        else:
+            dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=filter_empty)
         mapper = TumorDatasetMapper(cfg, build_train_augmentation(cfg), sources=dataset)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -135,7 +142,9 @@ class TumorTrainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluators = [TumorEvaluator.from_config(cfg, dataset_name, output_folder)]
         if cfg.TUMOR.EVAL.COCO:
-            evaluators.insert(0, COCOEvaluator(dataset_name, tasks=("bbox", "segm"),
+            # box-only ground truth (YOLO labels) is scored on boxes: no segm AP
+            tasks = ("bbox", "segm") if has_outlines(dataset_name) else ("bbox",)
+            evaluators.insert(0, COCOEvaluator(dataset_name, tasks=tasks,
                                                distributed=True, output_dir=output_folder,
                                                use_fast_impl=False))
         return DatasetEvaluators(evaluators)

@@ -18,6 +18,7 @@ every process that makes a tumor-det config can build it.
 
 from __future__ import annotations
 
+from tumor_det.modeling import mask_head  # noqa: F401  (registers TumorMaskHead)
 from tumor_det.modeling.postprocessing import merge_instances
 
 from detectron2.config import CfgNode, configurable
@@ -32,9 +33,9 @@ class _Merge:
     """``merge_instances`` with the ``TUMOR.MERGE`` settings (``enabled`` False: a no-op)."""
 
     def __init__(self, enabled: bool = True, iou: float = 0.5, containment: float = 0.8,
-                 min_union_score: float = 0.0):
+                 min_union_score: float = 0.0, mask: str = "best"):
         self.enabled, self.iou, self.containment = enabled, iou, containment
-        self.min_union_score = min_union_score
+        self.min_union_score, self.mask = min_union_score, mask
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> _Merge:
@@ -42,13 +43,15 @@ class _Merge:
         # detections below the operating point are absorbed but never grow a kept mask, so the
         # evaluators (which threshold after the model) see what TumorPredictor (which
         # thresholds first, then merges) reports
-        return cls(merge.ENABLED, merge.IOU, merge.CONTAINMENT, cfg.TUMOR.EVAL.SCORE_THRESHOLD)
+        return cls(merge.ENABLED, merge.IOU, merge.CONTAINMENT, cfg.TUMOR.EVAL.SCORE_THRESHOLD,
+                   merge.MASK)
 
     def __call__(self, results: list[dict]) -> list[dict]:
         if self.enabled:
             for result in results:
                 result["instances"] = merge_instances(result["instances"], self.iou,
-                                                      self.containment, self.min_union_score)
+                                                      self.containment, self.min_union_score,
+                                                      self.mask)
         return results
 
 
@@ -59,9 +62,11 @@ class TumorRCNN(GeneralizedRCNN):
 
     @configurable
     def __init__(self, *, merge_enabled: bool = True, merge_iou: float = 0.5,
-                 merge_containment: float = 0.8, merge_min_union_score: float = 0.0, **kwargs):
+                 merge_containment: float = 0.8, merge_min_union_score: float = 0.0,
+                 merge_mask: str = "best", **kwargs):
         super().__init__(**kwargs)
-        self.merge = _Merge(merge_enabled, merge_iou, merge_containment, merge_min_union_score)
+        self.merge = _Merge(merge_enabled, merge_iou, merge_containment, merge_min_union_score,
+                            merge_mask)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -69,7 +74,7 @@ class TumorRCNN(GeneralizedRCNN):
         merge = _Merge.from_config(cfg)
         ret.update(merge_enabled=merge.enabled, merge_iou=merge.iou,
                    merge_containment=merge.containment,
-                   merge_min_union_score=merge.min_union_score)
+                   merge_min_union_score=merge.min_union_score, merge_mask=merge.mask)
         return ret
 
     def inference(self, batched_inputs, detected_instances=None, do_postprocess: bool = True):

@@ -4,6 +4,11 @@ Mask R-CNN's NMS works per class on boxes, so one tumor can come out as several 
 detections (a large box and smaller ones inside it, or the same outline under two tumor types).
 :func:`merge_instances` merges them class-agnostically by their masks. Detectron2 has no such
 step (its NMS is box-based and per class), hence these small functions.
+
+The kept detection keeps its own mask and box (``mask="best"``, the default): merging never
+grows a tumor. Measured on real held-out slices (benchmarks/RESULTS.md, "Real data"), the
+former rule (``mask="union"``: the members' union) grew a small true tumor into a large false
+detection around it.
 """
 
 from __future__ import annotations
@@ -40,27 +45,32 @@ def merge_groups(masks: torch.Tensor, scores: torch.Tensor, iou: float = 0.5,
     return groups
 
 
+MASK_RULES = ("best", "union")
+
+
 def merge_instances(instances: Instances, iou: float = 0.5, containment: float = 0.8,
-                    min_union_score: float = 0.0) -> Instances:
+                    min_union_score: float = 0.0, mask: str = "best") -> Instances:
     """Merge detections whose masks overlap (class-agnostic), highest score first.
 
-    The rule is :func:`merge_groups`'; :func:`apply_groups` builds the result. Needs
-    ``pred_masks`` as full-image bool/0-1 masks (Detectron2's post-processed output); instances
-    without masks are returned unchanged. The result is ordered by score.
+    The rule is :func:`merge_groups`'; :func:`apply_groups` builds the result (``mask``: the
+    kept detection's own mask, or the union of the group's). Needs ``pred_masks`` as full-image
+    bool/0-1 masks (Detectron2's post-processed output); instances without masks are returned
+    unchanged. The result is ordered by score.
     """
     if len(instances) < 2 or not instances.has("pred_masks"):
         return instances
     groups = merge_groups(instances.pred_masks.bool(), instances.scores, iou, containment,
                           min_union_score)
-    return apply_groups(instances, groups)
+    return apply_groups(instances, groups, union=mask == "union")
 
 
-def apply_groups(instances: Instances, groups: list[list[int]]) -> Instances:
+def apply_groups(instances: Instances, groups: list[list[int]], union: bool = False
+                 ) -> Instances:
     """One detection per group (:func:`merge_groups`): the first member's score, class and other
-    fields; the union of the members' masks; the union mask's box (the first member's box when
-    that mask is empty)."""
+    fields, and its mask and box; with ``union``, the union of the members' masks and that
+    mask's box (the first member's box when that mask is empty)."""
     merged = instances[[g[0] for g in groups]]
-    if all(len(g) == 1 for g in groups):
+    if not union or all(len(g) == 1 for g in groups):
         return merged
     full = instances.pred_masks.bool()
     union_masks = torch.stack([full[g].any(dim=0) for g in groups])
