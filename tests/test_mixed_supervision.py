@@ -183,3 +183,53 @@ def test_mixed_supervision_trains_and_the_loss_falls(tmp_path):
     assert all(np.isfinite(r["loss_mask"]) for r in rows if "loss_mask" in r)
     first, last = losses[0], losses[-1]  # windowed medians (Detectron2 logs every 20)
     assert last < 0.85 * first, f"total loss {first:.3f} -> {last:.3f}"
+
+
+def test_evaluator_scores_box_only_ground_truth_by_hand(tmp_path):
+    """Hand-computed: 3 true boxes on 2 slices, 3 detections (IoU 0.64, 0.25, none) + a tumor-free
+    slice with one false detection."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from tumor_det.evaluation.evaluator import TumorEvaluator
+
+    name = "box_only_by_hand"
+    xywh = BoxMode.XYWH_ABS
+    records = [
+        {"image_id": 1, "file_name": "a.png", "height": 100, "width": 100, "annotations": [
+            {"bbox": [10, 10, 20, 20], "bbox_mode": xywh, "category_id": 0, "iscrowd": 0},
+            {"bbox": [60, 60, 20, 20], "bbox_mode": xywh, "category_id": 2, "iscrowd": 0}]},
+        {"image_id": 2, "file_name": "b.png", "height": 100, "width": 100, "annotations": [
+            {"bbox": [40, 40, 10, 10], "bbox_mode": xywh, "category_id": 1, "iscrowd": 0}]},
+        {"image_id": 3, "file_name": "c.png", "height": 100, "width": 100, "annotations": []},
+    ]
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(thing_classes=["pituitary", "meningioma", "glioma"])
+
+    def out(boxes, classes, scores):
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
+        inst.scores = torch.tensor(scores)
+        return {"instances": inst}
+
+    ev = TumorEvaluator(name, score_threshold=0.5, lesion_iou=0.1)
+    ev.reset()
+    ev.process([{"image_id": 1}, {"image_id": 2}, {"image_id": 3}], [
+        # 14x14 inside... : box (12,12)-(28,28) vs (10,10)-(30,30): 256/400 = 0.64, right class;
+        # (60,60)-(70,70) vs (60,60)-(80,80): 100/400 = 0.25, wrong class; a 0.3-score one ignored
+        out([[12, 12, 28, 28], [60, 60, 70, 70], [0, 0, 99, 99]], [0, 0, 1], [0.9, 0.8, 0.3]),
+        out([], [], []),                           # the meningioma missed
+        out([[5, 5, 15, 15]], [1], [0.7]),         # a false tumor on a tumor-free slice
+    ])
+    m = ev.evaluate()["tumor"]
+    assert m["box_sensitivity50"] == pytest.approx(1 / 3)
+    assert m["box_sensitivity_any"] == pytest.approx(2 / 3)
+    assert m["box_sensitivity50/pituitary"] == 1.0
+    assert m["box_sensitivity50/glioma"] == 0.0 and m["box_sensitivity50/meningioma"] == 0.0
+    assert m["type_accuracy"] == 1.0  # the one found at 0.5 has its class right
+    assert m["box_fp_per_image"] == pytest.approx(1 / 3)  # only the tumor-free slice's
+    assert m["sensitivity"] == pytest.approx(2 / 3)  # lesions at IoU >= 0.1 on box-only slices
+    assert np.isnan(m["dice"])  # no outline, no Dice
+    assert m["image_specificity"] == 0.0

@@ -11,6 +11,14 @@ against the union of ground-truth masks:
   ``TUMOR.EVAL.LESION_IOU`` (pycocotools' mask IoU); a prediction that overlaps no ground-truth
   lesion so is a false positive.
 
+Box-level lesion metrics, for every image (from the ground-truth boxes, so box-only datasets
+such as YOLO labels are scored too): a ground-truth box is found at box IoU >= 0.5
+(``box_sensitivity50``, and per tumor type ``box_sensitivity50/<class>``) or at any overlap
+(``box_sensitivity_any``); ``type_accuracy`` is the share of tumors found at IoU >= 0.5 whose
+best-overlapping detection has the right class. Images whose ground truth is boxes only have
+no Dice/IoU/HD95 (NaN, left out of the means) and their false positives are detections
+overlapping no true box with box IoU >= ``TUMOR.EVAL.LESION_IOU``.
+
 Aggregates: ``dice``/``iou`` (mean over images with tumor), ``dice_all`` (all images; an empty
 prediction on a tumor-free image scores 1), lesion ``sensitivity``, ``fp_per_image``,
 image-level ``image_sensitivity`` and ``image_specificity`` (tumor-free images), ``hd95`` (mean)
@@ -31,8 +39,9 @@ from tumor_det.utils.atomic import write_text
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, pairwise_iou
 from detectron2.utils import comm
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 
@@ -92,6 +101,72 @@ def lesion_matches(pred_masks: list[np.ndarray], gt_masks: list[np.ndarray], min
     return int(hit.any(axis=0).sum()), int((~hit.any(axis=1)).sum())
 
 
+def box_matches(pred_boxes: torch.Tensor, pred_classes: torch.Tensor, annos: list[dict],
+                min_iou: float) -> dict:
+    """Box-level matching of one image: per true box, whether a detection overlaps it with box
+    IoU >= 0.5, >= ``min_iou`` and > 0, and the class of its best-overlapping detection; the
+    detections overlapping no true box with IoU >= ``min_iou`` (false positives)."""
+    gt = torch.tensor([_gt_box(a) for a in annos], dtype=torch.float32).reshape(-1, 4)
+    iou = pairwise_iou(Boxes(pred_boxes.float()), Boxes(gt)).numpy()  # preds x gts
+    best = iou.max(axis=0) if len(pred_boxes) else np.zeros(len(annos))
+    lesions = [{"category_id": int(a["category_id"]), "found50": bool(b >= 0.5),
+                "found_any": bool(b > 0),
+                "predicted_class": int(pred_classes[iou[:, k].argmax()]) if b > 0 else -1}
+               for k, (a, b) in enumerate(zip(annos, best, strict=True))]
+    fp = int((iou.max(axis=1) < min_iou).sum()) if len(annos) else len(pred_boxes)
+    return {"box_found50": sum(lz["found50"] for lz in lesions),
+            "box_found_any": sum(lz["found_any"] for lz in lesions),
+            "box_found_min_iou": int((best >= min_iou).sum()) if len(pred_boxes) else 0,
+            "box_false_positives": fp, "lesions": lesions}
+
+
+def _gt_box(anno: dict) -> list[float]:
+    """An annotation's XYXY box (from its outline when it has no ``bbox``)."""
+    if "bbox" in anno:
+        return BoxMode.convert(list(anno["bbox"]), anno.get("bbox_mode", BoxMode.XYWH_ABS),
+                               BoxMode.XYXY_ABS)
+    seg = anno["segmentation"]
+    rle = mask_util.merge(seg) if isinstance(seg, list) and isinstance(seg[0], dict) else seg
+    if isinstance(rle, list):  # polygons
+        xy = np.concatenate([np.asarray(p, float).reshape(-1, 2) for p in rle])
+        return [*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()]
+    x, y, w, h = mask_util.toBbox(rle).tolist()
+    return [x, y, x + w, y + h]
+
+
+def _pred_boxes(inst: Instances) -> torch.Tensor:
+    if inst.has("pred_boxes"):
+        return inst.pred_boxes.tensor
+    if inst.has("pred_masks"):  # outputs without boxes: the masks' boxes
+        return BitMasks(inst.pred_masks.bool()).get_bounding_boxes().tensor
+    return torch.zeros((0, 4))
+
+
+def _pred_classes(inst: Instances) -> torch.Tensor:
+    if inst.has("pred_classes"):
+        return inst.pred_classes
+    return torch.zeros(len(inst), dtype=torch.int64)
+
+
+def aggregate_boxes(records: list[dict], lesions: list[dict], classes: list[str]
+                    ) -> dict[str, float]:
+    """Box-level aggregates (module docstring): sensitivities, per type, type accuracy."""
+    def share(items: list[bool]) -> float:
+        return float(np.mean(items)) if items else math.nan
+
+    out = {"box_sensitivity50": share([lz["found50"] for lz in lesions]),
+           "box_sensitivity_any": share([lz["found_any"] for lz in lesions]),
+           "box_fp_per_image": (sum(r["box_false_positives"] for r in records) / len(records)
+                                if records else math.nan)}
+    if len(classes) > 1:
+        for k, name in enumerate(classes):
+            out[f"box_sensitivity50/{name}"] = share(
+                [lz["found50"] for lz in lesions if lz["category_id"] == k])
+        out["type_accuracy"] = share([lz["predicted_class"] == lz["category_id"]
+                                      for lz in lesions if lz["found50"]])
+    return out
+
+
 def aggregate(records: list[dict]) -> dict[str, float]:
     """Aggregate per-image records (see module docstring) into the reported metrics."""
 
@@ -137,7 +212,9 @@ def per_patient(records: list[dict]) -> list[dict]:
             "patient_id": patient, "slices": len(rs), "gt_lesions": true,
             "found_lesions": sum(r["found_lesions"] for r in rs),
             "false_positives": sum(r["false_positives"] for r in rs),
-            "dice": 2.0 * overlap / areas if areas else 1.0,  # both empty: MONAI's 1
+            # both empty: MONAI's 1; boxes-only ground truth: no Dice
+            "dice": (math.nan if any(r.get("scored_on") == "box" for r in rs)
+                     else 2.0 * overlap / areas if areas else 1.0),
             "sensitivity": sum(r["found_lesions"] for r in rs) / true if true else math.nan,
         })
     return rows
@@ -167,7 +244,9 @@ class TumorEvaluator(DatasetEvaluator):
         self._default_spacing = pixel_spacing_mm
         self._output_dir = output_dir
         self._gt = {d["image_id"]: d for d in DatasetCatalog.get(dataset_name)}
+        self._classes = list(MetadataCatalog.get(dataset_name).get("thing_classes", []))
         self._records: list[dict] = []
+        self._lesions: list[dict] = []
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None):
@@ -175,7 +254,7 @@ class TumorEvaluator(DatasetEvaluator):
         return cls(dataset_name, e.SCORE_THRESHOLD, e.LESION_IOU, e.PIXEL_SPACING_MM, output_dir)
 
     def reset(self) -> None:
-        self._records = []
+        self._records, self._lesions = [], []
 
     def _spacing(self, record: dict) -> tuple[float, float] | None:
         spacing = record.get("pixel_spacing")
@@ -189,39 +268,52 @@ class TumorEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs, strict=True):
             record = self._gt[inp["image_id"]]
             h, w = record["height"], record["width"]
-            gt_masks = [annotation_mask(a, h, w) for a in record.get("annotations", [])
-                        if not a.get("iscrowd", 0)]
+            annos = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+            outlined = all(a.get("segmentation") for a in annos)
             inst = out["instances"].to("cpu")
             keep = inst.scores >= self._score_threshold
-            pred_masks = [m for m in inst.pred_masks[keep].numpy()] if inst.has(
-                "pred_masks") else []
-            pred_union = np.any(pred_masks, axis=0) if pred_masks else np.zeros((h, w), bool)
-            gt_union = np.any(gt_masks, axis=0) if gt_masks else np.zeros((h, w), bool)
+            boxes = box_matches(_pred_boxes(inst[keep]), _pred_classes(inst[keep]), annos,
+                                self._lesion_iou)
+            self._lesions.extend(boxes.pop("lesions"))
             spacing = self._spacing(record)
-            found, false_pos = lesion_matches(pred_masks, gt_masks, self._lesion_iou)
-            self._records.append({
+            row = {
                 "file_name": os.path.basename(record["file_name"]),
                 "image_id": inp["image_id"],
                 "patient_id": record.get("patient_id", ""),
-                "gt_lesions": len(gt_masks),
-                "pred_lesions": len(pred_masks),
-                "found_lesions": found,
-                "false_positives": false_pos,
-                "gt_area_px": int(gt_union.sum()),
-                "pred_area_px": int(pred_union.sum()),
-                "overlap_px": int((pred_union & gt_union).sum()),
+                "scored_on": "mask" if outlined else "box",
+                "gt_lesions": len(annos),
+                "pred_lesions": int(keep.sum()),
+                **boxes,
                 "hd95_unit": "mm" if spacing else "px",
-                **region_metrics(pred_union, gt_union, spacing),
-            })
+            }
+            if outlined:
+                gt_masks = [annotation_mask(a, h, w) for a in annos]
+                pred_masks = [m for m in inst.pred_masks[keep].numpy()] if inst.has(
+                    "pred_masks") else []
+                pred_union = np.any(pred_masks, axis=0) if pred_masks else np.zeros((h, w), bool)
+                gt_union = np.any(gt_masks, axis=0) if gt_masks else np.zeros((h, w), bool)
+                found, false_pos = lesion_matches(pred_masks, gt_masks, self._lesion_iou)
+                row.update(found_lesions=found, false_positives=false_pos,
+                           gt_area_px=int(gt_union.sum()), pred_area_px=int(pred_union.sum()),
+                           overlap_px=int((pred_union & gt_union).sum()),
+                           **region_metrics(pred_union, gt_union, spacing))
+            else:  # boxes only: lesions by box overlap, no region metrics
+                row.update(found_lesions=row["box_found_min_iou"],
+                           false_positives=row["box_false_positives"], gt_area_px=0,
+                           pred_area_px=0, overlap_px=0, dice=math.nan, iou=math.nan,
+                           hd95=math.nan)
+            self._records.append(row)
 
     def evaluate(self):
         records = [r for part in comm.gather(self._records, dst=0) for r in part]
+        lesions = [r for part in comm.gather(self._lesions, dst=0) for r in part]
         if not comm.is_main_process():
             return {}
         if not records:
             logger.warning("TumorEvaluator on %s got no predictions", self._dataset_name)
             return {}
         metrics = aggregate(records)
+        metrics.update(aggregate_boxes(records, lesions, self._classes))
         patients = per_patient(records)
         if patients:
             metrics.update(aggregate_patients(patients))
