@@ -16,7 +16,8 @@ setup(
     # through tumor_det.config.config.get_config_file, in site-packages as in an editable install).
     packages=[*find_packages(include=["tumor_det", "tumor_det.*"]), "tumor_det.configs"],
     package_dir={"tumor_det.configs": "configs"},
-    package_data={"tumor_det.configs": ["*.yaml"]},
+    # lazy/*.py: the LazyConfig twins (tumor_det.config.lazy, found as "lazy/<name>.py")
+    package_data={"tumor_det.configs": ["*.yaml", "lazy/*.py"]},
     install_requires=[
         # Detectron2 is built from PyPI's pb1-detectron2 sdist by tools/build_detectron2_wheel.py.
         "detectron2",
@@ -43,7 +44,32 @@ setup(
         "monai",
         "tqdm",
         "tabulate",
+        # imported by tumor_det itself (until now they came only through the Detectron2
+        # wheel): fvcore (transforms, LR schedules), iopath (download cache), hydra-core and
+        # omegaconf (LazyConfig and its key=value overrides), PyYAML (LazyConfig-saved
+        # config.yaml), tensorboard (the trainers' TensorBoard events)
+        "fvcore",
+        "iopath",
+        "hydra-core",
+        "omegaconf",
+        "pyyaml",
+        "tensorboard",
     ],
+    # the command-line tools as console scripts (nnU-Net's nnUNetv2_* way): each is the main()
+    # that tools/<tool>.py calls
+    entry_points={
+        "console_scripts": [
+            "tumor-det-train = tumor_det.cli.train_net:launch_main",
+            "tumor-det-lazyconfig-train = tumor_det.cli.lazyconfig_train_net:launch_main",
+            "tumor-det-splash = tumor_det.cli.splash:main",
+            "tumor-det-export = tumor_det.cli.export_model:main",
+            "tumor-det-evaluate = tumor_det.cli.evaluate:main",
+            "tumor-det-cross-validate = tumor_det.cli.cross_validate:main",
+            "tumor-det-prepare = tumor_det.cli.prepare_dataset:main",
+            "tumor-det-demo = tumor_det.cli.demo:main",
+            "tumor-det-visualize = tumor_det.cli.visualize_data:main",
+        ],
+    },
     extras_require={
         # pylibjpeg-libjpeg (GPL-3.0): the only PyPI decoder of 12-bit JPEG extended that
         # pydicom can use; opt-in because of its licence (make installs it: the README set-up)
