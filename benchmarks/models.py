@@ -102,9 +102,9 @@ def build_torchvision(spec: ModelSpec, cfg) -> nn.Module:
 
 
 def copy_torchvision_weights(tv_model: nn.Module, d2_model: nn.Module) -> dict[str, int]:
-    """Load torchvision's weights into our model (tumor_det.checkpoint.checkpointer's renaming), including the
-    class-specific predictors, which that renaming skips (torchvision: background first;
-    Detectron2: background last)."""
+    """Load torchvision's weights into our model (tumor_det.checkpoint.checkpointer's renaming),
+    including the class-specific predictors, which that renaming skips (torchvision: background
+    first; Detectron2: background last)."""
     tv_state = tv_model.state_dict()
     state = convert_torchvision_state_dict(tv_state)
     k = d2_model.roi_heads.num_classes
@@ -127,14 +127,16 @@ def build_pair(spec: ModelSpec, predictor: bool = True, config_file: str | Path 
     """(cfg, ours, torchvision) from one initialisation. ``ours`` is a TumorPredictor (eval
     mode; the model as built, nothing folded: ``TumorPredictor.optimize`` after the weights are
     copied) when ``predictor``, else the bare Detectron2 model (train mode)."""
-    from tumor_det.inference.predictor import TumorPredictor
+    from tumor_det.evaluation.threshold import with_score_threshold
+    from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
     from detectron2.modeling import build_model
 
     cfg = our_cfg(spec, config_file)
     tv = build_torchvision(spec, cfg)
     if predictor:
-        ours = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True, fuse=False)
+        ours = TumorPredictor(with_score_threshold(cfg, 0.0),
+                              PredictorOptions(allow_untrained=True, fuse=False))
         copy_torchvision_weights(tv, ours.model)
         tv.eval()
     else:

@@ -21,7 +21,8 @@ from tumor_det.data import register_all, register_coco_split
 from tumor_det.data.prepare import PrepareOptions, prepare
 from tumor_det.engine.trainer import TumorTrainer
 from tumor_det.evaluation.evaluator import TumorEvaluator, annotation_mask
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.evaluation.threshold import with_score_threshold
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
 import cv2
 import numpy as np
@@ -158,7 +159,7 @@ def run_sizes(args: Namespace) -> Report:
             cfg = get_tumor_cfg(args.config, [
                 "MODEL.WEIGHTS", weights, "MODEL.DEVICE", args.device,
                 "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(2 * size)])
-            predictor = TumorPredictor(cfg, score_threshold=0.0)
+            predictor = TumorPredictor(with_score_threshold(cfg, 0.0))
             predictor.run_model([val0])  # warm-up
             timings: list[float] = []
             m = evaluate(lambda im, p=predictor: p.run_model([im])[0], "tumor_synth_val",
@@ -279,7 +280,8 @@ def run_accuracy(args: Namespace) -> Report:
             train_rows.append([which, n, b, secs / 60, secs / n,
                                float(np.mean(finite[-10:])) if finite else float("nan")])
         # a predictor around the model trained here (the random one it builds is replaced)
-        predictor = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+        predictor = TumorPredictor(with_score_threshold(cfg, 0.0),
+                                   PredictorOptions(allow_untrained=True))
         predictor.model = trained["ours"]
         predict = {
             "ours": lambda im: predictor.run_model([im])[0],

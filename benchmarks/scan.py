@@ -27,7 +27,10 @@ from pathlib import Path
 
 import tumor_det  # noqa: F401
 from tumor_det.config.config import get_tumor_cfg
-from tumor_det.export.tracing import anatomy_slices, cpu_bf16_supported, export_model, mask_dice
+from tumor_det.evaluation.metrics import mask_dice
+from tumor_det.export.tracing import export_model
+from tumor_det.inference.anatomy import anatomy_slices
+from tumor_det.inference.fast import cpu_bf16_supported
 from tumor_det.io.geometry import display_slices
 from tumor_det.io.nifti import load_nifti, write_nifti_mask
 
@@ -171,13 +174,17 @@ class PartTimer:
 
 def build_predictor(v: Variant, cfg, threshold: float, export_dir: Path, device: str):
     """A TumorPredictor for the variant (exported backends use the files in ``export_dir``)."""
-    from tumor_det.inference.predictor import TumorPredictor
+    from tumor_det.evaluation.threshold import with_score_threshold
+    from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
-    kw = dict(score_threshold=threshold, allow_untrained=True, fp16=v.fp16)
+    cfg = with_score_threshold(cfg, threshold)
     if v.backend != "torch":
         name = "model.onnx" if v.backend == "onnxruntime" else "model.ts"
-        return TumorPredictor(cfg, backend=v.backend, exported=export_dir / name, **kw)
-    return TumorPredictor(cfg, fuse=v.fuse, channels_last=v.channels_last, bf16=v.bf16, **kw)
+        return TumorPredictor.from_exported(
+            cfg, export_dir / name, v.backend,
+            PredictorOptions(allow_untrained=True, fp16=v.fp16))
+    return TumorPredictor(cfg, PredictorOptions(allow_untrained=True, fp16=v.fp16, fuse=v.fuse,
+                                                channels_last=v.channels_last, bf16=v.bf16))
 
 
 def run_scan_once(predictor, v: Variant, scan: Path, out: Path, device: str):
@@ -243,10 +250,12 @@ def run_scan(args: Namespace) -> Report:
     exported = {v.backend for v in vs} - {"torch"}
     export_dir = work / "export"
     if exported:
-        from tumor_det.inference.predictor import TumorPredictor
+        from tumor_det.evaluation.threshold import with_score_threshold
+        from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
         torch.manual_seed(args.seed)
-        ref = TumorPredictor(cfg, score_threshold=threshold, allow_untrained=True, fuse=False)
+        ref = TumorPredictor(with_score_threshold(cfg, threshold),
+                             PredictorOptions(allow_untrained=True, fuse=False))
         fmts = [{"onnxruntime": "onnx", "torchscript": "torchscript"}[b] for b in exported]
         t = time.perf_counter()
         export_model(ref.model, cfg, export_dir, fmts)
@@ -304,7 +313,8 @@ def run_scan(args: Namespace) -> Report:
         f"{shape[0]}x{shape[1]}x{shape[2]} int16 NIfTI (gzip), synthetic head on "
         f"{shape[2] - sum(air)} slices, air on {air[0]} below and {air[1]} above; "
         f"{int(anatomy.sum())} slices pass the anatomy test "
-        f"(`tumor_det.export.tracing.anatomy_slices`). End to end per scan (read NIfTI, predict, write "
+        f"(`tumor_det.inference.anatomy.anatomy_slices`). End to end per scan (read NIfTI, "
+        "predict, write "
         f"NIfTI mask), median of {args.reps} interleaved runs after a 2-slice warm-up; "
         f"'build' = model load / export session start (not in the scan time); 'CPU s' = "
         f"the process's CPU time per scan (all threads; robust to other jobs on the cores "

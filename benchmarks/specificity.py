@@ -3,8 +3,8 @@
 
     python benchmarks/specificity.py --weights output/demo/model/model_final.pth
 
-Runs :class:`tumor_det.inference.predictor.TumorPredictor` (``predict_volume``: the slicing and intensity
-rule of inference) on
+Runs :class:`tumor_det.inference.predictor.TumorPredictor` (``predict_volume``: the slicing and
+intensity rule of inference) on
 
 * nibabel's bundled ``tests/data/anatomical.nii`` (a healthy head: every slice tumor-free),
 * ``--volumes`` synthetic scans (:func:`tumor_det.data.synthetic.synthetic_volume`, seeds 1..N;
@@ -32,6 +32,7 @@ from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
 from tumor_det.data import register_all
 from tumor_det.data.synthetic import synthetic_volume
 from tumor_det.evaluation.evaluator import annotation_mask, lesion_matches
+from tumor_det.evaluation.metrics import mask_dice
 from tumor_det.inference.predictor import TumorPredictor
 from tumor_det.io import load_nifti
 from tumor_det.io.geometry import Volume, display_slices
@@ -53,9 +54,6 @@ def anatomical_nii() -> Path:
     return Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    total = int(pred.sum()) + int(gt.sum())
-    return 2.0 * int((pred & gt).sum()) / total if total else 1.0
 
 
 def _row(name: str, per_slice: list[dict], tumors: int | None = None,
@@ -82,7 +80,7 @@ def volume_row(predictor: TumorPredictor, name: str, volume: Volume,
     truth = (display_slices(Volume(labels > 0, volume.affine))[0] if labels is not None
              else np.zeros((len(pred.slices), *pred.slices[0].mask.shape), bool))
     per_slice = [{"tumor": bool(gt.any()), "detections": p.num_tumors,
-                  "fp": 0 if gt.any() else p.num_tumors, "dice": _dice(p.mask, gt)}
+                  "fp": 0 if gt.any() else p.num_tumors, "dice": mask_dice(p.mask, gt)}
                  for p, gt in zip(pred.slices, truth, strict=True)]
     return _row(name, per_slice, pred.num_tumors, pred.volume_ml)
 
@@ -98,7 +96,7 @@ def dataset_row(predictor: TumorPredictor, name: str, lesion_iou: float) -> dict
         _, fp = lesion_matches(list(p.instances.pred_masks.numpy()), gt, lesion_iou)
         union = np.any(gt, axis=0) if gt else np.zeros((h, w), bool)
         per_slice.append({"tumor": bool(gt), "detections": p.num_tumors, "fp": fp,
-                          "dice": _dice(p.mask, union)})
+                          "dice": mask_dice(p.mask, union)})
     row = _row(name, per_slice)
     # here every false positive counts, on tumor slices too (outside the tumor)
     row["with FP"] = sum(s["fp"] > 0 for s in per_slice)

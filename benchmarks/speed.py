@@ -65,10 +65,11 @@ def memory_child(job: dict) -> dict:
 
             model = build_model(cfg).train()
         else:
-            from tumor_det.inference.predictor import TumorPredictor
+            from tumor_det.evaluation.threshold import with_score_threshold
+            from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
-            model = TumorPredictor(cfg, score_threshold=0.0, fp16=job["amp"],
-                                   allow_untrained=True)
+            model = TumorPredictor(with_score_threshold(cfg, 0.0),
+                                   PredictorOptions(fp16=job["amp"], allow_untrained=True))
     else:
         model = build_torchvision(spec, cfg).train(train)
     base = proc_status_mb("VmRSS")
@@ -131,8 +132,10 @@ def ours_as_asked(args: Namespace, ours):
     """Ours with ``--backend`` (the model exported by ``tumor_det.export.tracing`` into the work
     folder, run through TumorPredictor's exported backend), ``--fast`` (conv/norm folded,
     channels_last) and ``--bf16`` (bfloat16 autocast); the same weights (torchvision's)."""
-    from tumor_det.export.tracing import FORMAT_OF_BACKEND, export_model
-    from tumor_det.inference.predictor import TumorPredictor
+    from tumor_det.evaluation.threshold import with_score_threshold
+    from tumor_det.export.tracing import export_model
+    from tumor_det.inference.backends import FORMAT_OF_BACKEND
+    from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 
     if args.backend != "torch":
         fmt = FORMAT_OF_BACKEND[args.backend]
@@ -140,8 +143,8 @@ def ours_as_asked(args: Namespace, ours):
         t = time.perf_counter()
         files = export_model(ours.model, ours.cfg, folder, [fmt])
         log(f"exported ours to {files[fmt]} in {time.perf_counter() - t:.1f} s")
-        return TumorPredictor(ours.cfg, score_threshold=0.0, allow_untrained=True,
-                              backend=args.backend, exported=files[fmt])
+        return TumorPredictor.from_exported(with_score_threshold(ours.cfg, 0.0), files[fmt],
+                                            args.backend, PredictorOptions(allow_untrained=True))
     if args.fast:
         ours.optimize(fuse=True, channels_last=True)
     if args.bf16:

@@ -22,6 +22,7 @@ import time
 
 from tumor_det.data import SYNTHETIC_NAME, datasets_root
 from tumor_det.data.synthetic import DEFAULTS, ensure_synthetic_dataset, iter_synthetic_slices
+from tumor_det.evaluation.metrics import mask_dice
 
 import cv2
 import numpy as np
@@ -45,9 +46,6 @@ def _dice_curves(images: list[np.ndarray], gts: list[np.ndarray],
     return np.array(curves)
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    denom = pred.sum() + gt.sum()
-    return 1.0 if denom == 0 else 2.0 * float((pred & gt).sum()) / denom
 
 
 def main() -> None:
@@ -79,7 +77,7 @@ def main() -> None:
     for image, gt, brain in zip(images, gts, brains, strict=True):
         t, _ = cv2.threshold(image[brain].reshape(-1, 1), 0, 255,
                              cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        otsu.append(_dice(brain & (image > t), gt))
+        otsu.append(mask_dice(brain & (image > t), gt))
     otsu = np.array(otsu)
     rows.append(["Otsu in brain", "per image", otsu.mean(), otsu[has_tumor].mean(),
                  otsu[~has_tumor].mean()])

@@ -175,6 +175,7 @@ def test_train_quick_in_process(tmp_path: Path) -> None:
     from argparse import Namespace
 
     from tumor_det.config.config import get_config_file, get_tumor_cfg
+    from tumor_det.evaluation.threshold import with_score_threshold
     from tumor_det.inference.predictor import TumorPredictor
 
     from benchmarks.quality import train_quick
@@ -192,7 +193,8 @@ def test_train_quick_in_process(tmp_path: Path) -> None:
     assert Path(weights) == tmp_path / "work" / "sizes_train" / "model_final.pth"
     assert Path(weights).is_file() and secs > 0
     cfg = get_tumor_cfg(config, ["MODEL.WEIGHTS", weights])
-    out = TumorPredictor(cfg, score_threshold=0.0).run_model([np.zeros((64, 64, 3), np.uint8)])
+    predictor = TumorPredictor(with_score_threshold(cfg, 0.0))
+    out = predictor.run_model([np.zeros((64, 64, 3), np.uint8)])
     assert out[0].image_size == (64, 64)
 
 

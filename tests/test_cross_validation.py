@@ -10,15 +10,15 @@ from pathlib import Path
 
 from tumor_det.config.config import get_config_file, get_tumor_cfg
 from tumor_det.data import register_all
-from tumor_det.engine.cross_validation import (
+from tumor_det.engine.cross_validation import fold_datasets
+from tumor_det.evaluation.evaluator import annotation_mask
+from tumor_det.evaluation.pooled import (
     THRESHOLDS,
     evaluate_at,
-    fold_datasets,
     operating_point,
     pooled_mask_ap,
     threshold_scan,
 )
-from tumor_det.evaluation.evaluator import annotation_mask
 
 import numpy as np
 import pycocotools.mask as mask_util

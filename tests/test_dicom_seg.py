@@ -15,7 +15,8 @@ from pathlib import Path
 from tumor_det import __version__
 from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.evaluation.threshold import with_score_threshold
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import reader_for
 from tumor_det.io.dicom import DicomSeries, lps_grid, write_dicom_series
 from tumor_det.io.dicom_seg import write_dicom_seg, write_probability_seg
@@ -82,7 +83,8 @@ def prediction(scan):
     other[3:6, 5:12, 40:50] = True  # class 1, three slices
     queue = list(range(len(truth)))
     cfg = get_tumor_cfg(None, [*FAST, "MODEL.ROI_HEADS.NUM_CLASSES", "2"])
-    predictor = TumorPredictor(cfg, score_threshold=0.5, allow_untrained=True)
+    predictor = TumorPredictor(with_score_threshold(cfg, 0.5),
+                               PredictorOptions(allow_untrained=True))
 
     def fake(images):
         out = []

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumor_det.config.config import get_tumor_cfg
+from tumor_det.evaluation.threshold import with_score_threshold
 from tumor_det.inference.ensemble import fuse_models, merge_with_probabilities, merged_with_groups
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.modeling.postprocessing import merge_instances
 
 import numpy as np
@@ -121,8 +122,8 @@ def images() -> list[np.ndarray]:
 
 def test_ensemble_includes_each_models_detections(checkpoints):
     cfg = get_tumor_cfg(None, FAST)
-    singles = [TumorPredictor(cfg, score_threshold=0.0, weights=[w]) for w in checkpoints]
-    ensemble = TumorPredictor(cfg, score_threshold=0.0, weights=checkpoints)
+    singles = [TumorPredictor.ensemble(with_score_threshold(cfg, 0.0), [w]) for w in checkpoints]
+    ensemble = TumorPredictor.ensemble(with_score_threshold(cfg, 0.0), checkpoints)
     assert len(ensemble.models) == 2 and ensemble.weights == [str(w) for w in checkpoints]
     per_model = [p.run_model(images()) for p in singles]
     fused = ensemble.run_model(images())
@@ -149,9 +150,9 @@ def test_ensemble_includes_each_models_detections(checkpoints):
 
 def test_single_model_ensemble_is_that_model(checkpoints):
     cfg = get_tumor_cfg(None, [*FAST, "MODEL.WEIGHTS", str(checkpoints[0])])
-    plain = TumorPredictor(cfg, score_threshold=0.0).run_model(images())
-    listed = TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.0,
-                            weights=[checkpoints[0]]).run_model(images())
+    plain = TumorPredictor(with_score_threshold(cfg, 0.0)).run_model(images())
+    listed = TumorPredictor.ensemble(with_score_threshold(get_tumor_cfg(None, FAST), 0.0),
+                                     [checkpoints[0]]).run_model(images())
     for a, b in zip(plain, listed, strict=True):
         assert len(a) > 0
         assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_masks, b.pred_masks)
@@ -159,8 +160,8 @@ def test_single_model_ensemble_is_that_model(checkpoints):
 
 
 def test_ensemble_probabilities(checkpoints):
-    ensemble = TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.0,
-                              weights=checkpoints, probabilities=True)
+    ensemble = TumorPredictor.ensemble(with_score_threshold(get_tumor_cfg(None, FAST), 0.0),
+                                       checkpoints, PredictorOptions(probabilities=True))
     for pred in ensemble.predict_batch(images()):
         assert pred.probability.dtype == np.uint8 and pred.probability.shape == (48, 56)
         assert (pred.probability[pred.mask] >= 127).all()  # every mask pixel: p >= 0.5

@@ -11,14 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tumor_det.evaluation.cases import (
-    case_metrics,
-    evaluate_folder,
-    hd95_mm,
-    lesion_counts,
-    main,
-    match_cases,
-)
+from tumor_det.cli.evaluate import main
+from tumor_det.evaluation.cases import case_metrics, evaluate_folder, hd95_mm, lesion_counts
+from tumor_det.evaluation.matching import match_cases
 
 import nibabel as nib
 import numpy as np

@@ -18,19 +18,19 @@ from pathlib import Path
 
 from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.synthetic import synthetic_volume
-from tumor_det.export.tracing import (
+from tumor_det.evaluation.threshold import with_score_threshold
+from tumor_det.export.parity import mask_dice, parity
+from tumor_det.export.tracing import export_model
+from tumor_det.inference.anatomy import anatomy_slices
+from tumor_det.inference.backends import (
     ExportError,
-    anatomy_slices,
     backend_for_file,
-    export_model,
     find_exported,
-    fuse_conv_norm,
     load_exported,
-    mask_dice,
-    parity,
 )
+from tumor_det.inference.fast import fuse_conv_norm
 from tumor_det.inference.lesions import LesionRules
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io.geometry import Volume
 
 import cv2
@@ -72,12 +72,13 @@ def exported(request, tmp_path_factory):
         cfg = get_tumor_cfg("quick_cpu.yaml", RANDOM)
         threshold = 0.0
     torch.manual_seed(0)
-    ref = TumorPredictor(cfg, score_threshold=threshold, allow_untrained=True)
+    ref = TumorPredictor(with_score_threshold(cfg, threshold),
+                         PredictorOptions(allow_untrained=True))
     folder = tmp_path_factory.mktemp(f"export_{request.param}")
     files = export_model(ref.model, ref.cfg, folder)
     assert set(files) == {"torchscript", "onnx"} and all(p.is_file() for p in files.values())
-    others = {b: TumorPredictor(ref.cfg, score_threshold=threshold, backend=b,
-                                exported=files["onnx" if b == "onnxruntime" else "torchscript"])
+    others = {b: TumorPredictor.from_exported(
+                  ref.cfg, files["onnx" if b == "onnxruntime" else "torchscript"], b)
               for b in BACKENDS}
     return ref, others, folder
 
@@ -148,10 +149,10 @@ def test_find_exported_errors(tmp_path: Path) -> None:
 def test_fuse_conv_norm_same_answer() -> None:
     cfg = get_tumor_cfg("quick_cpu.yaml", RANDOM)
     torch.manual_seed(0)
-    ref = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+    ref = TumorPredictor(with_score_threshold(cfg, 0.0), PredictorOptions(allow_untrained=True))
     torch.manual_seed(0)
-    fused = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True, fuse=True,
-                           channels_last=True)
+    fused = TumorPredictor(with_score_threshold(cfg, 0.0),
+                           PredictorOptions(allow_untrained=True, fuse=True, channels_last=True))
     assert not any(getattr(m, "norm", None) is not None for m in fused.model.modules()
                    if type(m).__name__ == "Conv2d")
     assert fuse_conv_norm(fused.model) == 0  # nothing left to fold
@@ -180,7 +181,7 @@ def test_skip_empty_slices_same_answer() -> None:
     """Skipping air slices leaves the anatomy slices' predictions unchanged."""
     cfg = get_tumor_cfg("quick_cpu.yaml", RANDOM + ["INPUT.MIN_SIZE_TEST", "64"])
     torch.manual_seed(0)
-    pred = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+    pred = TumorPredictor(with_score_threshold(cfg, 0.0), PredictorOptions(allow_untrained=True))
     vol, _, affine = synthetic_volume(seed=3, size=64, num_slices=4)
     air = np.random.default_rng(0).choice(vol[:6, :6].ravel(), (64, 64, 2)).astype(vol.dtype)
     volume = Volume(np.concatenate([air, vol, air], axis=2), affine)

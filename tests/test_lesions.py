@@ -7,13 +7,14 @@ derived independently (``from_display_slices`` of the drawn masks, the affine by
 from __future__ import annotations
 
 from tumor_det.config.config import get_tumor_cfg
+from tumor_det.evaluation.threshold import with_score_threshold
 from tumor_det.inference.lesions import (
     SINGLE_SLICE_MIN_SCORE,
     Detections,
     LesionRules,
     find_lesions,
 )
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io.geometry import Volume, display_slices, from_display_slices
 
 import numpy as np
@@ -128,7 +129,8 @@ def test_empty_volume(volume):
 
 @pytest.fixture(scope="module")
 def predictor() -> TumorPredictor:
-    return TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.3, allow_untrained=True)
+    return TumorPredictor(with_score_threshold(get_tumor_cfg(None, FAST), 0.3),
+                          PredictorOptions(allow_untrained=True))
 
 
 def test_volume_prediction_drops_the_lesions_the_rules_drop(predictor, monkeypatch):

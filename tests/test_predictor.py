@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tumor_det.checkpoint.weights import resolve_weights
 from tumor_det.config.config import get_tumor_cfg
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.evaluation.threshold import with_score_threshold
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import load_dicom_series, load_nifti
 from tumor_det.io.geometry import LPS_TO_RAS, Volume, display_slices, from_display_slices
 from tumor_det.io.intensity import to_model_input
@@ -52,7 +53,8 @@ def bright_instances(images: list[np.ndarray], score: float = 0.9) -> list[Insta
 @pytest.fixture(scope="module")
 def predictor() -> TumorPredictor:
     torch.manual_seed(0)
-    return TumorPredictor(get_tumor_cfg(None, FAST), score_threshold=0.5, allow_untrained=True)
+    return TumorPredictor(with_score_threshold(get_tumor_cfg(None, FAST), 0.5),
+                          PredictorOptions(allow_untrained=True))
 
 
 @pytest.fixture
@@ -209,7 +211,8 @@ def test_postprocessing_keeps_the_models_own_masks(merge):
     torch.manual_seed(0)
     cfg = get_tumor_cfg(None, [*FAST, "TUMOR.MERGE.ENABLED", str(merge)])
     assert cfg.MODEL.META_ARCHITECTURE == "TumorRCNN"  # model(inputs) merges when told to
-    predictor = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=True)
+    predictor = TumorPredictor(with_score_threshold(cfg, 0.0),
+                               PredictorOptions(allow_untrained=True))
     images = [np.random.randint(0, 256, (48, 40, 3), np.uint8) for _ in range(2)]
     new = predictor.run_model(images)
     inputs = predictor.model_inputs(images)

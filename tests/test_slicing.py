@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data.prepare import PrepareOptions, prepare
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import load_nifti
 from tumor_det.io.geometry import display_slices
 
@@ -32,7 +32,7 @@ ORIENTATIONS = {"ras": ("R", "A", "S"), "lps": ("L", "P", "S"), "pil": ("P", "I"
 @pytest.fixture(scope="module")
 def predictor() -> TumorPredictor:
     torch.manual_seed(0)
-    return TumorPredictor(get_tumor_cfg(None, FAST), allow_untrained=True)
+    return TumorPredictor(get_tumor_cfg(None, FAST), PredictorOptions(allow_untrained=True))
 
 
 @pytest.fixture

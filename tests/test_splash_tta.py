@@ -14,8 +14,8 @@ import tumor_det.inference.predictor as predictor_module
 from tumor_det.cli import splash as splash_cli
 from tumor_det.cli.splash import main
 from tumor_det.config.config import get_tumor_cfg
-from tumor_det.export.tracing import ExportError
-from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.inference.backends import ExportError
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io.geometry import Volume
 from tumor_det.modeling.meta_arch import TumorRCNNWithTTA, with_tta
 
@@ -37,10 +37,13 @@ def image(h: int = 50, w: int = 70, seed: int = 0) -> np.ndarray:
     return out
 
 
-def predictor(opts: list[str], seed: int = 0, **kw) -> TumorPredictor:
+def predictor(opts: list[str], seed: int = 0, weights=None, **kw) -> TumorPredictor:
     torch.manual_seed(seed)  # the same random weights for the same seed
-    return TumorPredictor(get_tumor_cfg(None, [*FAST, *opts]), score_threshold=0.0,
-                          allow_untrained=True, **kw)
+    cfg = get_tumor_cfg(None, [*FAST, *opts, "TUMOR.EVAL.SCORE_THRESHOLD", "0.0"])
+    options = PredictorOptions(allow_untrained=True, **kw)
+    if weights:
+        return TumorPredictor.ensemble(cfg, weights, options)
+    return TumorPredictor(cfg, options)
 
 
 def record_inference(model, monkeypatch) -> list[list[tuple[int, ...]]]:

@@ -1,86 +1,17 @@
 #!/usr/bin/env python
 """K-fold cross-validation by patient: one model per fold, pooled metrics, an operating point.
 
-    python tools/prepare_dataset.py --format via --input ../shared/datasets/brain_tumor_mri/train \
-        --output datasets/brain_tumor_cv --classes tumor --folds 3
-    python tools/cross_validate.py --config-file configs/quick_cpu.yaml --dataset brain_tumor_cv \
+    python tools/cross_validate.py --config-file configs/quick_cpu.yaml --dataset brain_tumor_cv \\
         --folds 3 OUTPUT_DIR output/cv_brain_tumor
-    python tools/cross_validate.py ... --resume      # after a kill: finished folds are skipped
 
-Fold k trains on the other folds and is evaluated on fold k; ``OUTPUT_DIR`` (default: the
-config's ``OUTPUT_DIR``/cv_<NAME>) gets ``fold<k>/`` runs, ``cv_summary.json``,
-``cv_summary.md`` and a ``config.yaml`` with the score threshold chosen on the held-out folds
-(:mod:`tumor_det.engine.cross_validation`). ``--num-gpus N``: N GPUs, or N CPU processes without GPUs.
-A bad command line exits with status 2 and one ``cross_validate.py: error: ...`` line.
+The command line is :mod:`tumor_det.cli.cross_validate` (also ``tumor-det-cross-validate``).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-import tumor_det  # noqa: F401
-from tumor_det.checkpoint.weights import resolve_weights
-from tumor_det.config.config import get_tumor_cfg, resolve_device
-from tumor_det.data import register_all
-from tumor_det.engine.cross_validation import (
-    SUMMARY_JSON,
-    SUMMARY_MD,
-    cross_validate,
-    fold_datasets,
-)
-from tumor_det.engine.distributed import resolve_backend
-from tumor_det.engine.trainer import USAGE_ERRORS
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=Path(__file__).name,
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True, help="path or built-in config name")
-    parser.add_argument("--dataset", required=True,
-                        help="prepared dataset with folds: NAME_fold0, NAME_fold1, ...")
-    parser.add_argument("--folds", type=int, default=None,
-                        help="number of folds (default: all registered NAME_fold<k>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip finished folds; continue the unfinished one from its last "
-                             "checkpoint")
-    parser.add_argument("--checkpoint", choices=["final", "best"], default="final",
-                        help="the model evaluated on its held-out fold: model_final.pth, or "
-                             "model_best.pth (chosen on that same fold: optimistic)")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes per fold (GPUs; CPU processes without CUDA)")
-    parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"])
-    parser.add_argument("--dist-url", default=None, help="process-group URL (default: free port)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides: KEY VALUE pairs")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = get_tumor_cfg(args.config_file, args.opts)
-        if "OUTPUT_DIR" not in args.opts[::2]:
-            cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, f"cv_{args.dataset}")
-        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
-        register_all(cfg.TUMOR.DATASETS_ROOT or None)
-        fold_datasets(args.dataset, args.folds)
-        backend = resolve_backend(args.dist_backend)
-    except (*USAGE_ERRORS, RuntimeError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    resolve_device(cfg)
-    cfg.freeze()
-    summary = cross_validate(cfg, args.dataset, args.folds, num_gpus=args.num_gpus,
-                             resume=args.resume, checkpoint=args.checkpoint, backend=backend,
-                             dist_url=args.dist_url)
-    out = Path(cfg.OUTPUT_DIR)
-    sys.stdout.write((out / SUMMARY_MD).read_text() + "\n")
-    print(f"written: {out / SUMMARY_JSON}, {out / SUMMARY_MD}, {out / 'config.yaml'}")
-    return summary
-
+from tumor_det.cli.cross_validate import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,8 @@
     python tools/splash.py --weights output/export/model.onnx --input scan.nii.gz
     python tools/export_model.py --help
 
-The logic is in :mod:`tumor_det.export.tracing` (the command line: :mod:`tumor_det.cli.export_model`).
+The command line is :mod:`tumor_det.cli.export_model` (also ``tumor-det-export``); the export
+:mod:`tumor_det.export.tracing`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
     python tools/splash.py --input scan.nii.gz slice.png --output output/splash
     python tools/splash.py --help
 
-The logic is in :mod:`tumor_det.cli.splash` (command line), :mod:`tumor_det.splash.runner`
-(one prediction function per input kind) and :mod:`tumor_det.splash.sink` (outputs).
+The command line is :mod:`tumor_det.cli.splash` (also the console script ``tumor-det-splash``);
+the run is :mod:`tumor_det.splash.runner`, the outputs :mod:`tumor_det.splash.sink`.
 """
 
 from __future__ import annotations

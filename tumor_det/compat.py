@@ -12,12 +12,19 @@ Each fix is small, idempotent and only acts where the library lacks what Detectr
   nothing from it (torchvision supplies ROIAlign and NMS); we register
   :mod:`tumor_det._C_fallback`, whose ops raise a clear error. A real compiled ``_C`` (Detectron2
   built from source) is found first and used as it is.
+* Detectron2 0.6's ``detectron2/export/__init__.py`` imports its Caffe2 exporter, and Caffe2 left
+  PyTorch in 2.0: :func:`import_detectron2_export` imports the tracing parts without it (applied
+  where export is needed, not by ``import tumor_det``: it loads torch.onnx).
+
+This module is the only place that patches Detectron2 or another library
+(``tests/test_architecture.py`` checks that no other module writes ``sys.modules``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.machinery
 import importlib.resources
 import importlib.util
@@ -146,6 +153,40 @@ def patch_collect_env() -> None:
     collect_env_info.tumor_det_patched = True
     collect_env.collect_env_info = collect_env_info
     defaults.collect_env_info = collect_env_info
+
+
+def import_detectron2_export() -> types.SimpleNamespace:
+    """``TracingAdapter`` and ``dump_torchscript_IR`` from ``detectron2.export``.
+
+    Detectron2 0.6's ``detectron2/export/__init__.py`` imports its Caffe2 exporter (``api.py``:
+    ``from caffe2.proto import caffe2_pb2``), and Caffe2 left PyTorch in 2.0, so the package
+    cannot be imported. Its tracing parts (``flatten.py``, ``torchscript.py``) need no Caffe2:
+    when the package import fails they are imported from an empty ``detectron2.export``
+    package placed in ``sys.modules`` (its ``__init__`` is not run; it holds only the parts
+    imported through it).
+    """
+    try:
+        from detectron2.export import TracingAdapter, dump_torchscript_IR
+    except ImportError as exc:
+        if "caffe2" not in str(exc):
+            raise
+        from pathlib import Path
+
+        import detectron2
+
+        pkg_dir = Path(detectron2.__file__).parent / "export"
+        spec = importlib.machinery.ModuleSpec("detectron2.export", None, is_package=True)
+        pkg = importlib.util.module_from_spec(spec)
+        pkg.__path__ = [str(pkg_dir)]
+        pkg.__file__ = str(pkg_dir / "__init__.py")
+        sys.modules["detectron2.export"] = pkg
+        flatten = importlib.import_module("detectron2.export.flatten")
+        torchscript = importlib.import_module("detectron2.export.torchscript")
+        TracingAdapter = flatten.TracingAdapter  # noqa: N806
+        dump_torchscript_IR = torchscript.dump_torchscript_IR  # noqa: N806
+        pkg.TracingAdapter, pkg.dump_torchscript_IR = TracingAdapter, dump_torchscript_IR
+    return types.SimpleNamespace(TracingAdapter=TracingAdapter,
+                                 dump_torchscript_IR=dump_torchscript_IR)
 
 
 def quiet_known_warnings() -> None:

@@ -1,12 +1,13 @@
 """The main job (``make demo``): the whole pipeline on the built-in synthetic data.
 
 1. prepare: generate and register the synthetic dataset (``datasets/tumor_synth``);
-2. train: ``configs/quick_cpu.yaml`` with :class:`~tumor_det.engine.trainer.TumorTrainer` (skipped when
-   ``OUTPUT/model/model_final.pth`` exists: delete it, or pass ``--retrain``, to train again);
+2. train: ``configs/quick_cpu.yaml`` with :class:`~tumor_det.engine.trainer.TumorTrainer`
+   (skipped when ``OUTPUT/model/model_final.pth`` exists: delete it, or pass ``--retrain``, to
+   train again);
 3. evaluate: mask AP and the tumor metrics on the held-out test patients;
 4. splash: held-out slices and a synthetic scan, as a NIfTI volume and as a DICOM series (a
-   scanner's axial MR series; its prediction also as a DICOM-SEG), through ``tools/splash.py``'s
-   code.
+   scanner's axial MR series; its prediction also as a DICOM-SEG), with ``tools/splash.py``'s
+   defaults (:func:`tumor_det.cli.splash.splash`).
 
 It ends by printing where each output is.
 """
@@ -23,12 +24,16 @@ import time
 from pathlib import Path
 
 from tumor_det.checkpoint.checkpointer import TumorCheckpointer
-from tumor_det.cli.splash import main as splash_main
+from tumor_det.cli.common import USER_ERRORS, load_config, user_error
+from tumor_det.cli.splash import splash as splash_to
 from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg, resolve_device
 from tumor_det.data import SYNTHETIC_NAME, datasets_root, register_all
 from tumor_det.data.synthetic import ensure_synthetic_dataset, synthetic_volume
 from tumor_det.engine.trainer import TumorTrainer
 from tumor_det.evaluation.cases import evaluate_folder
+from tumor_det.evaluation.threshold import filter_candidates_at_threshold
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
+from tumor_det.io import expand_inputs
 from tumor_det.io.dicom import lps_grid, write_dicom_series
 from tumor_det.io.geometry import Volume
 from tumor_det.utils.atomic import atomic_path
@@ -127,16 +132,31 @@ def write_scans(out: Path) -> tuple[Path, Path]:
 def splash(out: Path, images: list[str], config_file: Path, weights: Path,
            ) -> tuple[int, Path, Path, Path]:
     """Step 4: splash ``images`` and the synthetic scan (NIfTI and DICOM series) into
-    ``out/splash``; returns the exit status, that folder, the NIfTI and the series folder."""
+    ``out/splash`` as ``tools/splash.py --config-file CONFIG --weights W --tint`` does; returns
+    the exit status, that folder, the NIfTI and the series folder."""
     nifti, series = write_scans(out)
     splash_dir = out / "splash"
-    status = splash_main(["--input", *images, str(nifti), str(series),
-                          "--output", str(splash_dir), "--config-file", str(config_file),
-                          "--weights", str(weights), "--tint"])
+    cfg, resolved = load_config(str(config_file), [], [str(weights)])
+    filter_candidates_at_threshold(cfg)
+    options = PredictorOptions(fuse=True, channels_last=True, skip_empty=True,
+                               tta=cfg.TEST.AUG.ENABLED)
+    predictor = TumorPredictor.from_weights(cfg, resolved, None, options)
+    sources = expand_inputs([*images, str(nifti), str(series)])
+    status = splash_to(predictor, sources, splash_dir, tint=True)
     return status, splash_dir, nifti, series
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tools/demo.py``: the exit status of the splash step; 2 (one ``demo.py: error:`` line)
+    for a bad config file, key or value, or weights that cannot be found."""
+    try:
+        return run(argv)
+    except USER_ERRORS as exc:
+        return user_error("demo.py", exc)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The demo's steps (:func:`main` without the user-error handling)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("output/demo"))
     parser.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)

@@ -1,9 +1,9 @@
 """``tools/export_model.py``: export the model to TorchScript/ONNX and check the files.
 
-The command line only: :func:`tumor_det.export.tracing.export_model` writes the files; each is then run
-through :class:`~tumor_det.inference.predictor.TumorPredictor`'s pre- and post-processing beside the
-PyTorch model on a sample slice (``--no-check`` skips it). Exit status: 0, 1 when an export or
-its check failed, 2 for a usage error.
+The command line only: :func:`tumor_det.export.tracing.export_model` writes the files; each is
+then run through :class:`~tumor_det.inference.predictor.TumorPredictor`'s pre- and
+post-processing beside the PyTorch model on a sample slice (``--no-check`` skips it). Exit
+status: 0, 1 when an export or its check failed, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -15,30 +15,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumor_det.checkpoint.weights import resolve_weights
-from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
-from tumor_det.export.tracing import (
+from tumor_det.cli.common import USER_ERRORS, load_config, user_error
+from tumor_det.config.config import DEFAULT_CONFIG
+from tumor_det.evaluation.threshold import score_threshold, with_score_threshold
+from tumor_det.export.parity import parity
+from tumor_det.export.tracing import DEFAULT_OPSET, export_model, sample_image
+from tumor_det.inference.backends import (
     BACKEND_OF_FORMAT,
     CONFIG,
-    DEFAULT_OPSET,
     FORMATS,
     METADATA,
     ExportError,
     backend_for_file,
-    export_model,
-    parity,
-    sample_image,
 )
-from tumor_det.inference.predictor import TumorPredictor, check_weights
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import InputError, reader_for
 
 import numpy as np
 import torch
 
+PROG = "export_model.py"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="export_model.py",
+        prog=PROG,
         description="Export the Mask R-CNN to TorchScript and/or ONNX (detectron2.export "
         "tracing); run the files with tools/splash.py --weights OUTPUT/model.onnx.",
         epilog="Config overrides go last, as KEY VALUE pairs, e.g. "
@@ -72,13 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``tools/export_model.py``: 0 on success, 1 when an export failed, 2 on a usage error."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = get_tumor_cfg(args.config_file, list(args.opts))
-        if args.weights is not None:
-            cfg.MODEL.WEIGHTS = args.weights
-        if args.device:
-            cfg.MODEL.DEVICE = args.device
-        cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
-        check_weights(cfg.MODEL.WEIGHTS, args.allow_untrained)
+        cfg, _ = load_config(args.config_file, args.opts,
+                             None if args.weights is None else [args.weights],
+                             device=args.device, allow_untrained=args.allow_untrained)
         if backend_for_file(cfg.MODEL.WEIGHTS):
             raise ValueError(f"{cfg.MODEL.WEIGHTS} is already an exported model: --weights "
                              "takes a PyTorch checkpoint")
@@ -92,18 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--sample-image {args.sample_image}: not a 2D image")
         if args.opset < 16:
             raise ValueError(f"--opset {args.opset}: Mask R-CNN needs >= 16 (RoIAlign)")
-    except (KeyError, ValueError, FileNotFoundError, OSError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"export_model.py: error: {message}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, KeyError, ValueError, FileNotFoundError, OSError) as exc:
+        return user_error(PROG, exc)
     formats = list(FORMATS) if args.format == "both" else [args.format]
     if "onnx" in formats and importlib.util.find_spec("onnx") is None:
-        print("export_model.py: error: --format onnx needs the onnx package "
-              "(pip install -e '.[export]')", file=sys.stderr)
-        return 2
+        return user_error(PROG, "--format onnx needs the onnx package "
+                                "(pip install -e '.[export]')")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    predictor = TumorPredictor(cfg, score_threshold=0.0, allow_untrained=args.allow_untrained)
-    cfg = predictor.cfg
+    # every detection the graph gives counts in the check (score threshold 0)
+    predictor = TumorPredictor(with_score_threshold(cfg, 0.0),
+                               PredictorOptions(allow_untrained=args.allow_untrained))
+    # the exported config: the predictor's (device resolved), with the given score threshold
+    cfg = with_score_threshold(predictor.cfg, score_threshold(cfg))
     image = None if sample is None else predictor.prepare(sample.pixels, rgb=sample.rgb)
     try:
         files = export_model(predictor.model, cfg, args.output, formats, image=image,
@@ -127,8 +124,7 @@ def _check(predictor, files: dict[str, Path], image: np.ndarray) -> bool:
     for fmt, path in files.items():
         backend = BACKEND_OF_FORMAT[fmt]
         try:
-            other = TumorPredictor(predictor.cfg, score_threshold=0.0, backend=backend,
-                                   exported=path)(image).instances
+            other = TumorPredictor.from_exported(predictor.cfg, path, backend)(image).instances
         except (ExportError, ImportError, RuntimeError) as exc:
             print(f"check {fmt}: cannot run it: {exc}")
             ok = False

@@ -21,12 +21,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumor_det.checkpoint.weights import resolve_weights
-from tumor_det.config.config import DEFAULT_CONFIG, get_tumor_cfg
-from tumor_det.export.tracing import BACKENDS, ExportError
+from tumor_det.cli.common import USER_ERRORS, load_config, user_error
+from tumor_det.config.config import DEFAULT_CONFIG
+from tumor_det.evaluation.threshold import filter_candidates_at_threshold, with_score_threshold
+from tumor_det.inference.backends import BACKENDS, ExportError
 from tumor_det.inference.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
-from tumor_det.inference.predictor import TumorPredictor, check_weights
-from tumor_det.io import UsageError, expand_inputs
+from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
+from tumor_det.io import Source, UsageError, expand_inputs
 from tumor_det.splash.drawing import RED
 from tumor_det.splash.runner import run
 from tumor_det.splash.sink import Report, SplashSink, class_metadata
@@ -34,12 +35,13 @@ from tumor_det.splash.writers import OutputError, OutputGuard
 
 from tabulate import tabulate
 
+PROG = "splash.py"
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="splash.py",
+        prog=PROG,
         description="Find brain tumors with the Mask R-CNN model; write colour splashes, "
         "overlays, masks (PNG, NIfTI), splash videos and results.json/results.csv.",
         epilog="Config overrides go last, as KEY VALUE pairs (or after --opts), e.g. "
@@ -136,48 +138,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--batch-size must be at least 1")
         if args.min_lesion_ml < 0:
             raise UsageError("--min-lesion-ml must not be negative")
-        cfg = get_tumor_cfg(args.config_file, opts)
-        weights = [resolve_weights(w, cfg.OUTPUT_DIR)
-                   for w in (weight_args or [cfg.MODEL.WEIGHTS])]
-        for w in weights:
-            check_weights(w, args.allow_untrained)  # before any model is built
-        cfg.MODEL.WEIGHTS = weights[0]
-    except (UsageError, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
+        cfg, weights = load_config(args.config_file, opts, weight_args or None,
+                                   allow_untrained=args.allow_untrained)
+    except (*USER_ERRORS, FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
         # yacs reports an unknown override key with an AssertionError, a file key with KeyError
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"splash.py: error: {message}", file=sys.stderr)
-        return 2
-    t = args.confidence_threshold
-    if t is None:
-        t = cfg.TUMOR.EVAL.SCORE_THRESHOLD
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = t
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = t
-    cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = t
+        return user_error(PROG, exc)
+    # the one score threshold (--confidence-threshold replaces the config's); the model itself
+    # need not compute candidates below it
+    cfg = with_score_threshold(cfg, args.confidence_threshold)
+    filter_candidates_at_threshold(cfg)
 
     setup_logging()
+    options = PredictorOptions(
+        fp16=args.fp16, allow_untrained=args.allow_untrained,
+        probabilities=args.save_probabilities, fuse=args.fast, channels_last=args.fast,
+        bf16=args.bf16, skip_empty=not args.all_slices,
+        tta=cfg.TEST.AUG.ENABLED if args.tta is None else args.tta)
     try:
-        predictor = TumorPredictor(cfg, score_threshold=t, fp16=args.fp16,
-                                   allow_untrained=args.allow_untrained, weights=weights,
-                                   probabilities=args.save_probabilities, backend=args.backend,
-                                   fuse=args.fast, channels_last=args.fast, bf16=args.bf16,
-                                   skip_empty=not args.all_slices,
-                                   tta=cfg.TEST.AUG.ENABLED if args.tta is None else args.tta)
+        predictor = TumorPredictor.from_weights(cfg, weights, args.backend, options)
     except (ExportError, ValueError) as exc:  # a backend that cannot run these weights (or TTA)
-        print(f"splash.py: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(PROG, exc)
     output = Path(args.output)
+    status = splash(predictor, sources, output, tint=args.tint, dicom_seg=args.dicom_seg,
+                    save_probabilities=args.save_probabilities, batch_size=args.batch_size,
+                    rules=LesionRules(args.min_lesion_ml, args.single_slice_min_score))
+    return status
+
+
+def splash(predictor: TumorPredictor, sources: Sequence[Source], output: Path,
+           tint: bool = False, dicom_seg: bool = True, save_probabilities: bool = False,
+           batch_size: int = 4, rules: LesionRules | None = None) -> int:
+    """Run ``predictor`` over ``sources`` into ``output`` (files, ``results.json``/``.csv``)
+    and print the summary; the exit status: 0 when at least one input was processed, 1 when
+    none could be (or the results could not be written). What :func:`main` and the demo run.
+    """
     guard = OutputGuard(p for s in sources for p in s.paths)
     sink = SplashSink(output, guard, *class_metadata(predictor.cfg),
-                      tint=RED if args.tint else None, dicom_seg=args.dicom_seg,
-                      save_probabilities=args.save_probabilities)
-    rules = LesionRules(args.min_lesion_ml, args.single_slice_min_score)
-    run(predictor, sources, sink, args.batch_size, rules)
+                      tint=RED if tint else None, dicom_seg=dicom_seg,
+                      save_probabilities=save_probabilities)
+    run(predictor, sources, sink, batch_size, rules)
     report = sink.report
     if report.rows:
         try:
             sink.write_results()
         except (OutputError, OSError) as exc:
-            print(f"splash.py: error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 1
     print_summary(report, output)
     return 0 if report.rows else 1

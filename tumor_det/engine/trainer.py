@@ -1,4 +1,5 @@
-"""Training: a Detectron2 ``DefaultTrainer`` for tumors, and the set-up ``train_net.py`` uses."""
+"""Training: a Detectron2 ``DefaultTrainer`` for tumors (``tools/train_net.py``'s command line and
+set-up: :mod:`tumor_det.cli.train_net`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections import OrderedDict
 
 import tumor_det  # noqa: F401
 from tumor_det.checkpoint.checkpointer import TumorCheckpointer
-from tumor_det.checkpoint.weights import WeightsNotFoundError, resolve_weights
-from tumor_det.config.config import ConfigError, get_config_file, get_tumor_cfg, resolve_device
+from tumor_det.checkpoint.weights import resolve_weights
+from tumor_det.config.config import ConfigError
 from tumor_det.data import datasets_root, register_all
 from tumor_det.data.augmentation import TumorDatasetMapper, build_train_augmentation
 from tumor_det.data.sampling import has_outlines, weighted_train_dataset
@@ -26,7 +27,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
-from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
@@ -35,11 +36,6 @@ logger = logging.getLogger(__name__)
 
 class DatasetNotRegisteredError(ConfigError):
     """``DATASETS.TRAIN``/``TEST`` names a dataset that is not registered."""
-
-
-#: What :func:`check_args` (and so :func:`setup`) raises for a bad command line: a config, a
-#: dataset or weights that cannot be used. Each has a one-line message for the user.
-USAGE_ERRORS = (ConfigError, WeightsNotFoundError)
 
 
 def check_datasets(cfg) -> None:
@@ -159,41 +155,6 @@ class TumorTrainer(DefaultTrainer):
             cfg.OUTPUT_DIR, "inference_TTA", name)) for name in cfg.DATASETS.TEST]
         res = cls.test(cfg, with_tta(cfg, model), evaluators)
         return OrderedDict({k + "_TTA": v for k, v in res.items()})
-
-
-def check_args(args):
-    """The config of ``args`` (Detectron2's argument parser + ``--weights``), with
-    ``MODEL.WEIGHTS`` resolved and the datasets registered; raises one of ``USAGE_ERRORS``.
-
-    It registers the prepared datasets, resolves the weights
-    (:func:`~tumor_det.checkpoint.weights.resolve_weights`) and sets ``args.resume`` for ``--weights last``;
-    a launcher calls it once before starting worker processes, so that a bad command line stops
-    there.
-    """
-    cfg = get_tumor_cfg(args.config_file, args.opts)
-    if args.config_file:  # a built-in name: default_setup copies the file itself
-        args.config_file = str(get_config_file(args.config_file))
-    weights = getattr(args, "weights", None)
-    if weights == "last":
-        # the old tumor.py's "--weights last": continue from the last checkpoint of this run
-        resolve_weights("last", cfg.OUTPUT_DIR)  # fails clearly when there is none
-        args.resume = True
-    elif weights:
-        cfg.MODEL.WEIGHTS = weights
-    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
-    register_all(cfg.TUMOR.DATASETS_ROOT or None)
-    check_datasets(cfg)
-    return cfg
-
-
-def setup(args):
-    """:func:`check_args`, then the device, logging and the output folder (Detectron2's
-    ``default_setup``); returns the frozen config."""
-    cfg = check_args(args)
-    resolve_device(cfg)
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
 
 
 def evaluate(cfg, resume: bool = False) -> dict:

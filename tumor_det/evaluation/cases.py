@@ -1,20 +1,11 @@
-"""Per-case evaluation of NIfTI segmentations against ground truth (``tools/evaluate.py``).
+"""Per-case evaluation of NIfTI segmentations against ground truth (``tools/evaluate.py``,
+command line in :mod:`tumor_det.cli.evaluate`).
 
 Modelled on nnU-Net's ``compute_metrics_on_folder``: predictions and ground truth are matched by
 file name, each case is scored in 3D in its own voxel grid, and ``per_case.csv`` and
 ``summary.json`` are written to the output folder (atomically, :mod:`tumor_det.utils.atomic`).
 
-Matching (only ``.nii``/``.nii.gz`` files directly in each folder; hidden files are ignored):
-
-* ground truth ``<case>.nii.gz`` or ``<case>_seg.nii.gz``; beside ``<case>_seg.nii.gz``, the
-  files ``<case>.nii.gz`` and ``<case>_<anything>.nii.gz`` are that case's images (BraTS:
-  ``<case>_t1ce.nii.gz``; ``tools/prepare_dataset.py --pair scan.nii.gz scan_seg.nii.gz``) and
-  are ignored;
-* prediction ``<case>_mask.nii.gz`` (what ``tools/splash.py`` writes) or ``<case>.nii.gz``;
-  when no ground-truth case has that exact name, the longest ground-truth case name followed
-  by ``_`` that starts it (``BraTS_001_t1ce_mask`` -> ``BraTS_001``; nnU-Net's ``_0000``);
-* one prediction per case: an exact name wins over a prefix; several prefix matches for one
-  case match none of them. Unmatched files are reported (with the reason) and not scored.
+Matching: :mod:`tumor_det.evaluation.matching`.
 
 Masks: voxels > 0 are tumor (binary masks and label maps alike). Prediction and ground truth
 must share the grid (shape, and affine within ``affine_tol``); a case that does not, or whose
@@ -22,7 +13,8 @@ file cannot be read, is skipped with a warning and listed with the reason.
 
 Per case (voxel sizes and volumes from the ground truth's affine):
 
-* ``dice``: 3D Dice by MONAI's ``DiceMetric``; 1 when both masks are empty, 0 when only one is;
+* ``dice``: 3D Dice (:func:`tumor_det.evaluation.metrics.dice`, the one Dice: float64
+  ``2 tp / (2 tp + fp + fn)``); 1 when both masks are empty, 0 when only one is;
 * ``hd95_mm``: symmetric 95th-percentile Hausdorff distance between the mask surfaces in mm
   (MONAI's ``HausdorffDistanceMetric(percentile=95)`` with the voxel sizes as ``spacing``);
   only when both masks are non-empty, else empty (NaN);
@@ -45,17 +37,17 @@ all true lesions), false positives per case, and specificity: the share of tumor
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from tumor_det.evaluation.matching import match_cases, nifti_files
+from tumor_det.evaluation.metrics import confusion, dice
 from tumor_det.io.base import InputError
 from tumor_det.io.geometry import Volume
 from tumor_det.io.nifti import load_nifti
@@ -63,15 +55,13 @@ from tumor_det.utils.atomic import write_json, write_text
 
 import numpy as np
 import torch
-from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.metrics import HausdorffDistanceMetric
 from scipy import ndimage
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-GT_TAG, PRED_TAG = "_seg", "_mask"
 #: 26-connectivity: voxels sharing a face, an edge or a corner belong to one lesion.
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 COLUMNS = ("case", "prediction", "ground_truth", "tumor_free", "dice", "hd95_mm",
@@ -87,82 +77,13 @@ class EvaluationError(Exception):
     """A usage error (missing folder, nothing to evaluate); the message is shown as is."""
 
 
-# --- matching ------------------------------------------------------------------------------
-
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(next(s for s in NIFTI_SUFFIXES if name.lower().endswith(s)))]
-
-
-def _untag(stem: str, tag: str) -> str:
-    return stem[: -len(tag)] if stem.endswith(tag) and len(stem) > len(tag) else stem
-
-
-def nifti_files(folder: Path) -> list[Path]:
-    """The NIfTI files directly in ``folder`` (hidden ones, e.g. temporaries, left out)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.name.lower().endswith(NIFTI_SUFFIXES))
-
-
-@dataclass
-class Matching:
-    """Cases (ground-truth name -> (prediction, ground truth)) and what was left over."""
-
-    pairs: dict[str, tuple[Path, Path]] = field(default_factory=dict)
-    unmatched_predictions: dict[str, str] = field(default_factory=dict)  # file name -> reason
-    unmatched_ground_truth: list[str] = field(default_factory=list)
-    ignored_images: int = 0  # ground-truth folder files that are a _seg case's images
-
-
-def match_cases(pred_files: Sequence[Path], gt_files: Sequence[Path]) -> Matching:
-    """Match predictions to ground truth by file name (the rule in the module docstring)."""
-    result = Matching()
-    segs = {_untag(_stem(p), GT_TAG) for p in gt_files if _stem(p).endswith(GT_TAG)}
-    images = [p for p in gt_files if not _stem(p).endswith(GT_TAG)
-              and any(_stem(p) == c or _stem(p).startswith(c + "_") for c in segs)]
-    result.ignored_images = len(images)
-    gt = {_untag(_stem(p), GT_TAG): p for p in gt_files if p not in images}
-    by_prefix = sorted(gt, key=len, reverse=True)
-
-    exact: dict[str, Path] = {}
-    prefixed: dict[str, list[Path]] = {}
-    for pred in pred_files:
-        case = _untag(_stem(pred), PRED_TAG)
-        if case in gt:
-            exact[case] = pred
-            continue
-        owner = next((c for c in by_prefix if case.startswith(c + "_")), None)
-        if owner is None:
-            result.unmatched_predictions[pred.name] = "no ground truth with this case name"
-        else:
-            prefixed.setdefault(owner, []).append(pred)
-    for case, preds in prefixed.items():
-        if case in exact:
-            reason = f"case {case} is matched by {exact[case].name}"
-        elif len(preds) > 1:
-            reason = f"several predictions for case {case}"
-        else:
-            exact[case] = preds[0]
-            continue
-        result.unmatched_predictions.update({p.name: reason for p in preds})
-    for case in sorted(gt):
-        if case in exact:
-            result.pairs[case] = (exact[case], gt[case])
-        else:
-            result.unmatched_ground_truth.append(gt[case].name)
-    return result
-
-
-# --- metrics -------------------------------------------------------------------------------
-
 def _tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(mask[None, None].astype(np.float32))  # (batch, channel, x, y, z)
 
 
 def dice_score(pred: np.ndarray, gt: np.ndarray) -> float:
-    """MONAI's Dice of two bool masks; 1 when both are empty."""
-    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return float(metric(_tensor(pred), _tensor(gt)).reshape(-1)[0])
+    """Dice of two bool masks (:mod:`tumor_det.evaluation.metrics`); 1 when both are empty."""
+    return dice(confusion(pred, gt))
 
 
 def hd95_mm(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
@@ -365,62 +286,3 @@ def evaluate_folder(pred_dir: Path, gt_dir: Path, output: Path, lesion_iou: floa
                                               for r in rows]))
     write_json(output / "summary.json", _json_safe(summary), indent=2)
     return summary
-
-
-# --- command line --------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score NIfTI tumor masks against ground truth, case by case (Dice, HD95, "
-                    "lesion sensitivity, false positives, volumes, specificity).")
-    parser.add_argument("--pred", type=Path, required=True,
-                        help="folder of predicted masks: <case>_mask.nii.gz or <case>.nii.gz")
-    parser.add_argument("--gt", type=Path, required=True,
-                        help="folder of ground truth: <case>.nii.gz or <case>_seg.nii.gz "
-                             "(voxels > 0 are tumor)")
-    parser.add_argument("--output", type=Path, required=True,
-                        help="folder for per_case.csv and summary.json")
-    parser.add_argument("--lesion-iou", type=float, default=0.0,
-                        help="a lesion is found by a predicted component with IoU >= this; "
-                             "0 (default): any overlap, as BraTS 2023")
-    parser.add_argument("--affine-tol", type=float, default=1e-3,
-                        help="largest difference allowed between the affines (default 1e-3)")
-    return parser
-
-
-def _fmt(stats: dict, unit: str = "") -> str:
-    if stats["mean"] is None:
-        return "n/a"
-    std = f" ± {stats['std']:.3f}" if stats["std"] is not None else ""
-    return f"{stats['mean']:.3f}{std}{unit} (median {stats['median']:.3f}, n={stats['n']})"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        if not 0 <= args.lesion_iou <= 1:
-            raise EvaluationError("--lesion-iou must be between 0 and 1")
-        summary = evaluate_folder(args.pred, args.gt, args.output, args.lesion_iou,
-                                  args.affine_tol)
-    except (EvaluationError, OSError) as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
-    m, lesions = summary["metrics"], summary["lesions"]
-    spec = summary["specificity"]
-    print(f"cases: {summary['cases']} evaluated ({summary['tumor_cases']} with tumor, "
-          f"{summary['tumor_free_cases']} tumor-free), {len(summary['skipped'])} skipped, "
-          f"{len(summary['unmatched_predictions'])} unmatched predictions, "
-          f"{len(summary['unmatched_ground_truth'])} ground truth without prediction")
-    print(f"Dice (tumor cases): {_fmt(m['dice'])}")
-    print(f"HD95: {_fmt(m['hd95_mm'], ' mm')}")
-    sens = lesions["sensitivity"]
-    print(f"lesions: {lesions['found']}/{lesions['true']} found"
-          + (f" (sensitivity {sens:.3f})" if sens is not None else "")
-          + f", {lesions['false_positives']} false positives")
-    print(f"volume error: {_fmt(m['volume_error_ml'], ' mL')}")
-    print(f"specificity: {spec:.3f}" if spec is not None
-          else "specificity: n/a (no tumor-free case)")
-    print(f"wrote {Path(args.output) / 'per_case.csv'} and {Path(args.output) / 'summary.json'}")
-    return 0 if summary["cases"] else 1

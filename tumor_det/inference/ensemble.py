@@ -4,9 +4,9 @@ Detections may carry ``mask_probs``: uint8 (N, H, W) full-image mask probabiliti
 :func:`detectron2.layers.mask_ops.paste_masks_in_image` gives with ``threshold=-1``; a binary
 mask pixel, probability >= 0.5, is >= 127 there).
 
-* :func:`merge_with_probabilities`: :func:`tumor_det.modeling.postprocessing.merge_instances` (class-agnostic
-  merge by mask IoU/containment; the kept detection's mask is the union) whose merged detections
-  get the highest probability of their members at each pixel.
+* :func:`merge_with_probabilities`: :func:`tumor_det.modeling.postprocessing.merge_instances`
+  (class-agnostic merge by mask IoU/containment; the kept detection's mask is the union) whose
+  merged detections get the highest probability of their members at each pixel.
 * :func:`fuse_models`: the detections of several models (e.g. one per cross-validation fold) as
   one set. They are concatenated and merged by the same rule; a merged detection keeps its
   highest-scoring member's score and class. Its mask probability is, at each pixel, the mean

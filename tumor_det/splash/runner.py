@@ -2,60 +2,29 @@
 
 Like Detectron2's ``demo/predictor.py``, the run is built from small parts: each ``predict_*``
 function reads one kind of input (through :mod:`tumor_det.io`), batches it with
-:func:`~tumor_det.utils.batching.batched` and returns a typed result; :func:`run` hands every result
-to an output sink (:class:`~tumor_det.splash.sink.SplashSink`) and records what was skipped.
+:func:`~tumor_det.utils.batching.batched` and returns a typed result; :func:`run` hands every
+result to an output sink (a :class:`~tumor_det.splash.results.Sink`, e.g.
+:class:`~tumor_det.splash.sink.SplashSink`) and records what was skipped.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tumor_det.inference.lesions import LesionRules
-from tumor_det.inference.predictor import TumorPrediction, TumorPredictor, VolumePrediction
-from tumor_det.io import KINDS_2D, InputError, Source, Video, reader_for
-from tumor_det.io.geometry import Volume
+from tumor_det.inference.predictor import TumorPredictor
+from tumor_det.io import KINDS_2D, InputError, Source, reader_for
+from tumor_det.splash.results import ImageResult, Sink, VideoResult, VolumeResult
 from tumor_det.splash.writers import OutputError
 from tumor_det.utils.batching import batched
 
 import numpy as np
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from tumor_det.splash.sink import SplashSink
-
 logger = logging.getLogger("tumor_det.splash.drawing")
 
 Skip = Callable[[Source, str], None]
-
-
-@dataclass
-class ImageResult:
-    """A 2D image or DICOM file and its prediction."""
-
-    source: Source
-    prediction: TumorPrediction
-
-
-@dataclass
-class VolumeResult:
-    """A NIfTI volume or DICOM series (a :class:`~tumor_det.io.dicom.DicomSeries`) and its
-    prediction (masks in the volume's grid)."""
-
-    source: Source
-    volume: Volume
-    prediction: VolumePrediction
-
-
-@dataclass
-class VideoResult:
-    """A video: its frame rate and the frame predictions, made while they are consumed."""
-
-    source: Source
-    video: Video
-    frames: Iterator[TumorPrediction]
 
 
 def _read_2d(predictor: TumorPredictor, sources: Iterable[Source],
@@ -98,7 +67,7 @@ def predict_video(predictor: TumorPredictor, source: Source, batch_size: int) ->
     return VideoResult(source, video, frames)
 
 
-def run(predictor: TumorPredictor, sources: Sequence[Source], sink: SplashSink,
+def run(predictor: TumorPredictor, sources: Sequence[Source], sink: Sink,
         batch_size: int = 4, rules: LesionRules | None = None) -> None:
     """2D inputs in batches, then volumes and videos; every output goes to ``sink``.
 

@@ -22,7 +22,7 @@ from tumor_det.data import register_all
 from tumor_det.io import InputError, reader_for
 from tumor_det.io.dicom import DicomSeries
 from tumor_det.splash.drawing import color_splash, display_scale, draw_overlay, video_frame
-from tumor_det.splash.runner import ImageResult, VideoResult, VolumeResult
+from tumor_det.splash.results import ImageResult, VideoResult, VolumeResult
 from tumor_det.splash.writers import (
     LESION_FIELDS,
     OutputGuard,

@@ -120,7 +120,8 @@ def rle(mask: np.ndarray) -> dict:
 
 def coco_records(prediction, image_id: int, file_name: str,
                  category_ids: dict[int, int] | None = None, **extra: Any) -> list[dict]:
-    """COCO results (one dict per instance) for a :class:`~tumor_det.inference.predictor.TumorPrediction`.
+    """COCO results (one dict per instance) for a
+    :class:`~tumor_det.inference.results.TumorPrediction`.
 
     Detectron2's ``instances_to_coco_json`` (what ``COCOEvaluator`` writes: XYWH ``bbox``, RLE
     ``segmentation`` with ``counts`` as str) plus ``file_name`` and ``extra`` (``slice``,
