@@ -77,6 +77,8 @@ setup(
         # ONNX export (tools/export_model.py --format onnx) and the onnxruntime backend of
         # TumorPredictor/splash; the torch and torchscript backends need neither
         "export": ["onnx", "onnxruntime"],
-        "dev": ["pytest", "hypothesis", "ruff", "onnx", "onnxruntime"],
+        # Ray Data: tools/splash.py --ray (actors over a cluster); imported only when used
+        "ray": ["ray[data]"],
+        "dev": ["pytest", "hypothesis", "ruff", "onnx", "onnxruntime", "ray[data]"],
     },
 )

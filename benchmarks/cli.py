@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torchvision's own RPN/RoI/anchor settings, or ours")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="inference/profile: how ours runs (the PyTorch model, or the model "
-                        "exported by tumor_det.export.tracing and run by TorchScript / ONNX Runtime)")
+                        "exported by tumor_det.export and run by TorchScript / ONNX Runtime)")
     p.add_argument("--fast", action="store_true",
                    help="inference/profile, torch backend: conv/norm folded and channels_last")
     p.add_argument("--bf16", action="store_true",

@@ -5,9 +5,12 @@ synthetic volumes.
     python benchmarks/lesion_rules.py --weights output/demo/model/model_final.pth --volumes 24
 
 Each synthetic scan (:func:`tumor_det.data.synthetic.synthetic_volume`, seeds 0..N-1, one tumor
-each) is predicted once with :meth:`tumor_det.inference.predictor.TumorPredictor.predict_volume` and no
-rule; every setting of :class:`tumor_det.inference.lesions.LesionRules` is then applied to those slice
-detections with :func:`tumor_det.inference.predictor.volume_prediction` (what ``predict_volume`` does with
+each) is predicted once with :meth:`~tumor_det.inference.predictor.TumorPredictor.predict_volume`
+and no
+rule; every setting of :class:`~tumor_det.inference.lesions.LesionRules` is then applied to
+those slice
+detections with :func:`~tumor_det.inference.results.volume_prediction` (what
+``predict_volume`` does with
 ``rules``). Per setting it prints the mean 3D Dice (MONAI, :func:`tumor_det.evaluation.cases.
 dice_score`), the tumors found and the false-positive lesions (26-connected components,
 :func:`tumor_det.evaluation.cases.lesion_counts`) and the volumes with a false positive.

@@ -9,7 +9,8 @@
 Each variant is ``--config-file`` (default ``quick_cpu.yaml``) plus the overrides in
 :data:`VARIANTS`, trained for ``--iters`` iterations per fold (LR steps at 80 % and 93 %,
 evaluated on the held-out fold every ``--iters // 2``) by
-:func:`tumor_det.engine.cross_validation.cross_validate` into ``--output/<variant>``. A variant whose
+:func:`~tumor_det.engine.cross_validation.cross_validate`
+into ``--output/<variant>``. A variant whose
 summary exists is not run again (``--rerun`` forces it). ``--train-fraction F`` trains each fold
 on the first F of every training fold's patients (held-out folds stay whole): the learning curve
 against the number of training slices. The table (pooled over all held-out slices, at the

@@ -5,7 +5,8 @@ Each trains a few iterations on the toy dataset and ends with Detectron2's evalu
 process scoring its share of the val images (5 images: 3 + 2) and rank 0 merging them. That
 merged evaluation must be the evaluation of the saved model: ``--eval-only MODEL.WEIGHTS
 model_final.pth`` in one process gives the same predictions, tumor metrics and COCO AP. (Before
-``tumor_det.engine.distributed.EvalSyncDDP``, rank 1 scored its images with its own BatchNorm running
+``tumor_det.engine.distributed.EvalSyncDDP``,
+rank 1 scored its images with its own BatchNorm running
 statistics, not the checkpoint's.) Every process runs one thread, so all of them compute alike.
 """
 

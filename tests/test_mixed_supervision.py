@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import pytest
-
 import tumor_det  # noqa: F401
 from tumor_det.config.config import get_tumor_cfg
 from tumor_det.data import register_all
@@ -17,13 +15,13 @@ from tumor_det.engine.trainer import TumorTrainer
 from tumor_det.modeling.mask_head import TumorMaskHead
 
 import numpy as np
+import pytest
 import torch
 from detectron2.data import transforms as T
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.mask_head import mask_rcnn_loss
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
-
 from toy_data import toy_opts, write_toy_dataset
 
 
@@ -188,9 +186,9 @@ def test_mixed_supervision_trains_and_the_loss_falls(tmp_path):
 def test_evaluator_scores_box_only_ground_truth_by_hand(tmp_path):
     """Hand-computed: 3 true boxes on 2 slices, 3 detections (IoU 0.64, 0.25, none) + a tumor-free
     slice with one false detection."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     from tumor_det.evaluation.evaluator import TumorEvaluator
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     name = "box_only_by_hand"
     xywh = BoxMode.XYWH_ABS

@@ -23,8 +23,8 @@ dataloader.test.dataset.names = ["figshare_boxes_fold1", "br35h_fold1", "tumor_f
 dataloader.evaluator.score_threshold = 0.5
 
 lr_multiplier.warmup_iters = 200
-lr_multiplier.steps = (3200, 3700)
-train.max_iter = 4000
-train.checkpointer.period = 1000
+lr_multiplier.steps = (2400, 2800)
+train.max_iter = 3000
+train.checkpointer.period = 500
 train.eval_period = 0  # evaluated afterwards, per checkpoint (benchmarks/real_data.py)
 train.output_dir = "output/lazy/real_mri_cpu"

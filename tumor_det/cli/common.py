@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tumor_det.checkpoint.weights import WeightsNotFoundError, resolve_weights
-from tumor_det.config.config import ConfigError, get_tumor_cfg
+from tumor_det.config.config import ConfigError
+from tumor_det.config.lazy import load_config as load_any_config
 from tumor_det.inference.predictor import UntrainedModelError, check_weights
 from tumor_det.io import UsageError
 
@@ -49,7 +50,7 @@ def load_config(config_file: str | None, opts: Sequence[str] = (),
     (:func:`~tumor_det.inference.predictor.check_weights`); ``MODEL.WEIGHTS`` becomes the
     first. Raises one of :data:`USER_ERRORS`.
     """
-    cfg = get_tumor_cfg(config_file, list(opts))
+    cfg = load_any_config(config_file, list(opts))  # YAML (YACS) or LazyConfig .py
     if device:
         cfg.MODEL.DEVICE = device
     if prepare is not None:

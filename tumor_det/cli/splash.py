@@ -9,7 +9,9 @@ Outputs in ``--output`` per 2D input: ``<stem>_splash.png``, ``<stem>_overlay.pn
 (``--save-probabilities``), ``<stem>_lesions.csv``, ``<stem>_splash.mp4`` and for a DICOM series
 ``<stem>_seg.dcm`` (DICOM-SEG; ``--no-dicom-seg`` turns it off); per video:
 ``<stem>_splash.mp4``; for the whole run ``results.json`` (COCO results, RLE masks) and
-``results.csv`` (one row per input). Exit status: 0 when at least one input was processed,
+``results.csv`` (one row per input), and after each input's outputs its done marker
+``done/<stem>.json`` (what ``--continue`` and ``--merge`` read; see
+:mod:`tumor_det.splash.shards`). Exit status: 0 when at least one input was processed,
 1 when none could be, 2 for a usage error (no such input, bad config or weights).
 """
 
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tumor_det.cli import splash_batch
 from tumor_det.cli.common import USER_ERRORS, load_config, user_error
 from tumor_det.config.config import DEFAULT_CONFIG
 from tumor_det.evaluation.threshold import filter_candidates_at_threshold, with_score_threshold
@@ -28,10 +31,12 @@ from tumor_det.inference.backends import BACKENDS, ExportError
 from tumor_det.inference.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
 from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import Source, UsageError, expand_inputs
+from tumor_det.splash.batch import run_batch
+from tumor_det.splash.cluster import Cluster, PredictorSpec
 from tumor_det.splash.drawing import RED
-from tumor_det.splash.runner import run
-from tumor_det.splash.sink import Report, SplashSink, class_metadata
-from tumor_det.splash.writers import OutputError, OutputGuard
+from tumor_det.splash.shards import SinkSettings
+from tumor_det.splash.sink import Report
+from tumor_det.splash.writers import OutputError
 
 from tabulate import tabulate
 
@@ -102,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides")
     p.add_argument("opts_tail", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    splash_batch.add_arguments(p)
     return p
 
 
@@ -127,11 +133,14 @@ def setup_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.merge:
+        return splash_batch.merge_main(args, PROG)
     inputs, opts = split_opts(list(args.input))
     weight_args, weight_opts = split_opts(list(args.weights or []))  # --weights W last, then KEYs
     opts += weight_opts + list(args.opts) + list(args.opts_tail)
     try:
-        sources = expand_inputs(inputs, args.video_input)
+        splash_batch.check_arguments(args)
+        sources = expand_inputs(splash_batch.batch_inputs(args, inputs), args.video_input)
         if len(opts) % 2:
             raise UsageError(f"config overrides must be KEY VALUE pairs, got {opts}")
         if args.batch_size < 1:
@@ -154,37 +163,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         probabilities=args.save_probabilities, fuse=args.fast, channels_last=args.fast,
         bf16=args.bf16, skip_empty=not args.all_slices,
         tta=cfg.TEST.AUG.ENABLED if args.tta is None else args.tta)
-    try:
-        predictor = TumorPredictor.from_weights(cfg, weights, args.backend, options)
+    cluster = splash_batch.cluster(args)
+    try:  # on Ray each actor builds its own
+        predictor = (PredictorSpec(cfg, weights, args.backend, options) if cluster else
+                     TumorPredictor.from_weights(cfg, weights, args.backend, options))
     except (ExportError, ValueError) as exc:  # a backend that cannot run these weights (or TTA)
         return user_error(PROG, exc)
     output = Path(args.output)
     status = splash(predictor, sources, output, tint=args.tint, dicom_seg=args.dicom_seg,
                     save_probabilities=args.save_probabilities, batch_size=args.batch_size,
-                    rules=LesionRules(args.min_lesion_ml, args.single_slice_min_score))
+                    rules=LesionRules(args.min_lesion_ml, args.single_slice_min_score),
+                    num_parts=args.num_parts, part_id=args.part_id, resume=args.resume,
+                    cluster=cluster)
     return status
 
 
-def splash(predictor: TumorPredictor, sources: Sequence[Source], output: Path,
+def splash(predictor: TumorPredictor | PredictorSpec, sources: Sequence[Source], output: Path,
            tint: bool = False, dicom_seg: bool = True, save_probabilities: bool = False,
-           batch_size: int = 4, rules: LesionRules | None = None) -> int:
-    """Run ``predictor`` over ``sources`` into ``output`` (files, ``results.json``/``.csv``)
-    and print the summary; the exit status: 0 when at least one input was processed, 1 when
-    none could be (or the results could not be written). What :func:`main` and the demo run.
+           batch_size: int = 4, rules: LesionRules | None = None, *, num_parts: int = 1,
+           part_id: int = 0, resume: bool = False, cluster: Cluster | None = None) -> int:
+    """Run ``predictor`` over ``sources`` (part ``part_id`` of ``num_parts``; ``resume``: not
+    the complete ones; on Ray with ``cluster``, a :class:`PredictorSpec` then) into ``output``
+    (files, done markers, and for a whole run ``results.json``/``.csv``: see
+    :func:`tumor_det.splash.batch.run_batch`) and print the summary; the exit status: 0 when
+    at least one input was processed, 1 when none could be (or the results could not be
+    written). What :func:`main` and the demo run.
     """
-    guard = OutputGuard(p for s in sources for p in s.paths)
-    sink = SplashSink(output, guard, *class_metadata(predictor.cfg),
-                      tint=RED if tint else None, dicom_seg=dicom_seg,
-                      save_probabilities=save_probabilities)
-    run(predictor, sources, sink, batch_size, rules)
-    report = sink.report
-    if report.rows:
-        try:
-            sink.write_results()
-        except (OutputError, OSError) as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
+    settings = SinkSettings(RED if tint else None, dicom_seg, save_probabilities)
+    try:
+        report = run_batch(predictor, sources, output, settings, batch_size, rules,
+                           num_parts=num_parts, part_id=part_id, resume=resume, cluster=cluster)
+    except (OutputError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     print_summary(report, output)
+    if num_parts > 1:
+        print(f"\npart {part_id} of 0..{num_parts - 1}; when every part is done: "
+              f"{PROG} --merge {output} --output {output}")
     return 0 if report.rows else 1
 
 

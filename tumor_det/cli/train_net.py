@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from tumor_det.checkpoint.weights import resolve_weights
 from tumor_det.cli.common import USER_ERRORS, load_config, user_error
-from tumor_det.config.config import get_config_file, resolve_device
+from tumor_det.config.config import ConfigError, get_config_file, resolve_device
+from tumor_det.config.lazy import is_lazy_config
 from tumor_det.data import register_all
 from tumor_det.engine.distributed import launch, resolve_backend
 from tumor_det.engine.trainer import check_datasets, evaluate, train
@@ -48,6 +49,9 @@ def check_args(args):
     bad command line stops there.
     """
     weights = getattr(args, "weights", None)
+    if args.config_file and is_lazy_config(args.config_file):
+        raise ConfigError(f"{args.config_file} is a LazyConfig (Python) config: train it with "
+                          "tools/lazyconfig_train_net.py")
 
     def last_checkpoint(cfg) -> None:
         resolve_weights("last", cfg.OUTPUT_DIR)  # fails clearly when there is none

@@ -6,16 +6,19 @@ Output (what :func:`tumor_det.data.register_all` registers as ``<name>_<split>``
     <output>/annotations/<split>.json    train/val/test, fold0..foldK-1, or all
     <output>/prepare_summary.txt         the printed summary with every skipped item
 
-Readers (``via``, ``coco_io``, ``mask_pairs``, ``figshare``, ``nifti``, ``synthetic``) yield
-:class:`~tumor_det.data.records.Sample` objects; :func:`write_dataset` is the one writer
-(annotations, polygon rule, patient-level splits); :func:`prepare` reads ``options.input`` and
-calls it. From Python, with samples at hand::
+Readers (``via``, ``coco_io``, ``mask_pairs``, ``figshare``, ``nifti``, ``yolo``,
+``tumor_free``, ``synthetic``) yield :class:`~tumor_det.data.records.Sample` objects;
+:func:`write_dataset` is the one writer (annotations: outlines through the polygon rule,
+box-only instances as COCO boxes without ``segmentation``; patient-level splits);
+:func:`prepare` reads ``options.input`` (and the ``negatives`` folders) and calls it. From
+Python, with samples at hand::
 
     write_dataset(samples, PrepareOptions("mine", None, out, split="0.7,0.15,0.15"), Issues())
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -27,28 +30,34 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from tumor_det.utils.atomic import write_json, write_text
 from tumor_det.data.coco_io import build_annotation, read_coco, write_image
+from tumor_det.data.duplicates import group_near_duplicates
 from tumor_det.data.figshare import read_cvind, read_figshare
 from tumor_det.data.mask_pairs import read_mask_pairs
 from tumor_det.data.nifti import read_nifti
-from tumor_det.data.records import TUMOR_TYPES, DatasetError, Issues, Sample
+from tumor_det.data.records import TUMOR_TYPES, DatasetError, Instance, Issues, Sample
 from tumor_det.data.splits import (
     assign_patients,
     fold_fractions,
     leaking_patients,
     parse_fractions,
+    patient_block,
     patient_folds,
 )
+from tumor_det.data.tumor_free import read_tumor_free
 from tumor_det.data.validation import to_number
 from tumor_det.data.via import read_via
+from tumor_det.data.yolo import parse_class_names, read_yolo
+from tumor_det.utils.atomic import write_json, write_text
 
 from tabulate import tabulate
 
-FORMATS = ("via", "coco", "masks", "figshare", "nifti")
+FORMATS = ("via", "coco", "masks", "figshare", "nifti", "yolo", "images")
 _SPLIT_FILE = re.compile(r"^(train|val|test|all|fold\d+)\.json$")
 MAX_SKIPS_SHOWN = 40
 NO_TUMOR = "none"  # the split stratum of tumor-free images
+#: Box corners may lie this many pixels outside the image before a clipping warning.
+BOX_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -57,6 +66,9 @@ class PrepareOptions:
 
     :func:`write_dataset` uses ``output``, ``classes``, ``split``/``folds``, ``seed``,
     ``mask_format`` and ``keep_negatives``; ``format``/``input`` only name the source there.
+    :func:`read_samples` also reads the ``negatives`` folders (tumor-free images) and groups
+    numbered files into ``patient_blocks``, near-duplicate images into one group with
+    ``group_duplicates``.
     """
 
     format: str
@@ -76,6 +88,10 @@ class PrepareOptions:
     channel: int = 0
     label_values: list[int] | None = None
     pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    class_names: str | None = None
+    negatives: list[Path] = field(default_factory=list)
+    patient_blocks: int | None = None
+    group_duplicates: bool = False
 
 
 @dataclass
@@ -92,15 +108,17 @@ class PrepareResult:
         rows = []
         for name, coco in self.splits.items():
             per_class = Counter(a["category_id"] for a in coco["annotations"])
+            annotated = {a["image_id"] for a in coco["annotations"]}
             rows.append([name, len(coco["images"]),
+                         sum(i["id"] not in annotated for i in coco["images"]),
                          len({i["patient_id"] for i in coco["images"]}),
                          len(coco["annotations"])]
                         + [per_class[k + 1] for k in range(len(self.class_names))])
         if len(rows) > 1:
             rows.append(["total"] + [sum(r[i] for r in rows) for i in range(1, len(rows[0]))])
         lines = [f"dataset {self.output.name} in {self.output}",
-                 tabulate(rows, headers=["split", "images", "patients", "instances",
-                                         *self.class_names])]
+                 tabulate(rows, headers=["split", "images", "tumor-free", "patients",
+                                         "instances", *self.class_names])]
         issues = self.issues
         if issues.dropped_negatives:
             lines.append(f"tumor-free slices dropped: {issues.dropped_negatives} "
@@ -116,6 +134,52 @@ class PrepareResult:
 
 
 def read_samples(options: PrepareOptions, issues: Issues) -> Iterator[Sample]:
+    """The samples of ``options.input`` in ``options.format`` (numbered files grouped into
+    ``options.patient_blocks``), then the tumor-free images of the ``options.negatives``
+    folders, each under its folder's name."""
+    samples = _read_input(options, issues)
+    if options.patient_blocks:
+        samples = in_patient_blocks(samples, options.patient_blocks, issues)
+    prefixes: set[str] = set()
+    negatives = []
+    for folder in options.negatives:
+        prefix = Path(folder).resolve().name or "negatives"
+        prefix = next(f"{prefix}-{k}" if k else prefix for k in itertools.count()
+                      if (f"{prefix}-{k}" if k else prefix) not in prefixes)
+        prefixes.add(prefix)
+        negatives.append(read_tumor_free(Path(folder), issues, options.patient_regex, prefix))
+    samples = itertools.chain(samples, *negatives)
+    if options.group_duplicates:
+        return iter(group_near_duplicates(samples, issues))
+    return samples
+
+
+def in_patient_blocks(samples: Iterable[Sample], size: int, issues: Issues,
+                      ) -> Iterator[Sample]:
+    """``samples`` whose file stem is a number ``n`` put in patient group
+    :func:`~tumor_det.data.splits.patient_block` ``(folder, n, size)`` (``--patient-blocks``).
+
+    For releases without patient ids whose files are numbered patient after patient
+    (Figshare). A patient whose numbers straddle a block boundary lands in two blocks (see
+    :func:`~tumor_det.data.splits.patient_block`). Samples with a known patient id, or
+    without a number as file stem, keep their group (counted in one warning).
+    """
+    kept = []
+    for sample in samples:
+        name = PurePosixPath(sample.file_name)
+        own_group = sample.patient_id in (name.stem, str(name.with_suffix("")))
+        if own_group and re.fullmatch(r"[0-9]+", name.stem):
+            sample.patient_id = patient_block(str(name.parent), int(name.stem), size)
+        else:
+            kept.append(sample.source)
+        yield sample
+    if kept:
+        issues.warn("--patient-blocks", f"{len(kept)} image(s) keep their own patient group "
+                                        f"(a patient id, or no number as file name; first: "
+                                        f"{kept[0]})")
+
+
+def _read_input(options: PrepareOptions, issues: Issues) -> Iterator[Sample]:
     """The samples of ``options.input`` in ``options.format``."""
     path = options.input
     if options.format not in FORMATS:
@@ -136,6 +200,13 @@ def read_samples(options: PrepareOptions, issues: Issues) -> Iterator[Sample]:
         return read_mask_pairs(path, issues, options.patient_regex)
     if options.format == "figshare":
         return read_figshare(path, issues)
+    if options.format == "yolo":
+        names = (parse_class_names(options.class_names, "--class-names")
+                 if options.class_names else None)
+        return read_yolo(path, issues, names, options.classes, options.keep_negatives,
+                         options.patient_regex)
+    if options.format == "images":
+        return read_tumor_free(path, issues, options.patient_regex)
     return read_nifti(path, issues, pairs=options.pairs, modality=options.modality,
                       axis=options.axis, channel=options.channel,
                       label_values=options.label_values, keep_negatives=options.keep_negatives,
@@ -203,6 +274,15 @@ def check_options(options: PrepareOptions) -> None:
     """Raise ``DatasetError`` for contradictory or malformed options, before any work."""
     if options.negative_ratio is not None and options.negative_ratio < 0:
         raise DatasetError("--negative-ratio must be >= 0")
+    if options.patient_blocks is not None and options.patient_blocks < 1:
+        raise DatasetError(f"--patient-blocks must be at least 1, got {options.patient_blocks}")
+    if options.class_names is not None:
+        if options.format != "yolo":
+            raise DatasetError("--class-names is for --format yolo")
+        parse_class_names(options.class_names, "--class-names")
+    for folder in options.negatives:
+        if not Path(folder).exists():
+            raise DatasetError(f"--negatives folder not found: {folder}")
     if options.split and options.folds:
         raise DatasetError("give --split or --folds, not both")
     if options.folds is not None:
@@ -216,8 +296,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     check_options(options)
     issues = Issues()
     samples = read_samples(options, issues)
+    negatives = "".join(f" --negatives {folder}" for folder in options.negatives)
     info = {"description": f"tumor-det prepare_dataset --format {options.format} "
-                           f"--input {options.input}",
+                           f"--input {options.input}{negatives}",
             "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     result = write_dataset(samples, options, issues, info)
     write_text(result.output / "prepare_summary.txt", result.summary(max_skips=None) + "\n")
@@ -335,13 +416,16 @@ def _write_images(samples: Iterable[Sample], options: PrepareOptions, issues: Is
             continue
         anns = []
         for index, instance in enumerate(sample.instances):
-            ann = build_annotation(instance, sample.height, sample.width, options.mask_format,
-                                   instance.source or f"{sample.source} instance {index}",
-                                   issues)
+            item = instance.source or f"{sample.source} instance {index}"
+            if instance.polygons is None and instance.mask is None:
+                ann = box_annotation(instance, sample.width, sample.height, item, issues)
+            else:
+                ann = build_annotation(instance, sample.height, sample.width,
+                                       options.mask_format, item, issues)
             if ann is not None:
                 ann["category_id"] = _category(sample, instance.tumor_type, options)
                 anns.append(ann)
-        if not anns and not options.keep_negatives:
+        if not anns and not (options.keep_negatives or sample.tumor_free):
             issues.skip(sample.source, sample.empty_reason)
             continue
         try:
@@ -357,10 +441,37 @@ def _write_images(samples: Iterable[Sample], options: PrepareOptions, issues: Is
         if sample.tumor_type:
             entry["tumor_type"] = sample.tumor_type
         images.append(entry)
-        strata[image_id] = class_names[anns[0]["category_id"] - 1] if anns else NO_TUMOR
+        # one class: the tumor type when known, so that every fold gets its share of each
+        strata[image_id] = ((sample.tumor_type if len(class_names) == 1 and sample.tumor_type
+                             else class_names[anns[0]["category_id"] - 1]) if anns
+                            else NO_TUMOR)
         for ann in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
     return images, annotations, strata
+
+
+def box_annotation(instance: Instance, width: int, height: int, item: str, issues: Issues,
+                   ) -> dict | None:
+    """The COCO annotation (without ids) of a box-only instance: ``bbox`` ``[x, y, w, h]``
+    (pixels, clipped to the image with a warning), ``area`` ``w * h``, ``iscrowd``, and no
+    ``segmentation``; ``None`` (skipped) when the box is malformed or has no area."""
+    try:
+        x, y, w, h = (to_number(v) for v in instance.bbox)
+    except (TypeError, ValueError):
+        issues.skip(item, f"bbox {instance.bbox!r} is not four numbers [x, y, w, h]")
+        return None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        issues.skip(item, f"bbox {[x, y, w, h]} has non-finite values")
+        return None
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
+    if max(x0 - x, y0 - y, x + w - x1, y + h - y1) > BOX_TOLERANCE and x1 > x0 and y1 > y0:
+        issues.warn(item, f"bbox {[x, y, w, h]} clipped to the {width}x{height} image")
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        issues.skip(item, f"zero-size box: bbox {[x, y, w, h]} covers no part of the "
+                          f"{width}x{height} image")
+        return None
+    box = [round(v, 3) for v in (x0, y0, x1 - x0, y1 - y0)]
+    return {"area": round(box[2] * box[3], 3), "bbox": box, "iscrowd": int(instance.iscrowd)}
 
 
 def _write_splits(ann_dir: Path, splits: dict[str, dict]) -> None:

@@ -38,10 +38,15 @@ class DatasetError(ValueError):
 
 @dataclass
 class Instance:
-    """One tumor outline: ``polygons`` (flat ``[x0, y0, x1, y1, ...]`` lists) or a ``mask``."""
+    """One tumor: an outline, ``polygons`` (flat ``[x0, y0, x1, y1, ...]`` lists) or a ``mask``;
+    or, box-only (e.g. YOLO labels), just ``bbox`` ``(x, y, width, height)`` in pixels.
+
+    An outline wins over ``bbox`` (the annotation's box is then computed from the outline).
+    """
 
     polygons: list[list[float]] | None = None
     mask: np.ndarray | None = None
+    bbox: tuple[float, float, float, float] | None = None
     tumor_type: str | None = None
     iscrowd: int = 0
     source: str | None = None  # names the instance in messages
@@ -54,7 +59,9 @@ class Sample:
     ``source`` names the item in messages; ``file_name`` is the path under ``<out>/images``.
     The pixels come from ``image_path`` (copied as is when ``copy_as_is``) or ``pixels()``.
     ``extra`` goes into the COCO image entry (``slice_index``, ``pixel_spacing``...);
-    ``empty_reason`` is the skip reason when no instance is left.
+    ``empty_reason`` is the skip reason when no instance is left, unless ``tumor_free``: an
+    image known to hold no tumor (an empty YOLO label file, a folder of tumor-free images),
+    kept as a negative (a COCO image without annotations) even without ``--keep-negatives``.
     """
 
     source: str
@@ -69,6 +76,7 @@ class Sample:
     tumor_type: str | None = None
     extra: dict = field(default_factory=dict)
     empty_reason: str = "no valid tumor outline"
+    tumor_free: bool = False
 
 
 @dataclass

@@ -10,6 +10,10 @@ counts (``GroupShuffleSplit`` makes two parts and counts patients, not images), 
 spread evenly over that order), each split first gets one patient, then every next patient goes
 to the split furthest below its target share of images, first within the patient's stratum,
 then overall.
+
+Without patient ids (Br35H, the YOLO boxes of Figshare), each image is its own group, unless
+:func:`patient_block` groups numbered files into blocks of neighbouring numbers
+(``--patient-blocks N``).
 """
 
 from __future__ import annotations
@@ -127,3 +131,22 @@ def leaking_patients(split_of_image: Sequence[tuple[str, str]]) -> set[str]:
     for patient, split in split_of_image:
         seen.setdefault(patient, set()).add(split)
     return {patient for patient, splits in seen.items() if len(splits) > 1}
+
+
+def patient_block(folder: str, number: int, size: int) -> str:
+    """The group of file ``<folder>/<number>.<ext>`` with ``--patient-blocks size``:
+    ``"<folder>/<first>-<last>"``, the ``size`` neighbouring numbers ``number // size`` holds.
+
+    For releases without patient ids whose files are numbered patient after patient (the
+    Figshare slices: a patient's slices have neighbouring numbers; the folder is the class
+    folder, e.g. ``figshare_boxes/0``), so that the splits keep each block, and so nearly each
+    patient, in one split. Caveat: a patient whose numbers straddle a block boundary (e.g.
+    ``1098-1103`` with blocks of 100) lands in two blocks, which may go to two splits; larger
+    blocks make that rarer (about one patient per boundary) but give the splits fewer, coarser
+    groups to balance.
+    """
+    if size < 1:
+        raise DatasetError(f"--patient-blocks must be at least 1, got {size}")
+    first = number // size * size
+    block = f"{first}-{first + size - 1}"
+    return f"{folder}/{block}" if folder not in ("", ".") else block

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumor_det.config.config import get_tumor_cfg
+from tumor_det.config.lazy import load_config
 
 import numpy as np
 import torch
@@ -107,7 +107,8 @@ def exported_config(path: str | os.PathLike) -> CfgNode | None:
     """The config saved beside an exported file (``config.yaml``), or None."""
     p = Path(path)
     cfg_file = (p if p.is_dir() else p.parent) / CONFIG
-    return get_tumor_cfg(cfg_file) if cfg_file.is_file() else None
+    # a YACS config.yaml, or one a LazyConfig run saved
+    return load_config(cfg_file) if cfg_file.is_file() else None
 
 
 class ExportedModel:

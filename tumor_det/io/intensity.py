@@ -11,7 +11,8 @@ MRI arrives as 8-bit JPEG/PNG, 16-bit PNG/TIFF, int16 (Figshare ``.mat``, DICOM)
   units of MRI, where a fixed window is meaningless. A constant image becomes all zeros; NaN
   and ±inf pixels are left out of the window and become 0. Colour channels share one window.
 
-Dataset converters write images normalised by :func:`to_uint8`; :class:`tumor_det.inference.predictor`
+Dataset converters write images normalised by :func:`to_uint8`;
+:mod:`~tumor_det.inference.predictor`
 applies :func:`to_model_input` to whatever it reads, so both paths meet the same rule.
 """
 

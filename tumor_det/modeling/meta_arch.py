@@ -2,7 +2,8 @@
 
 :class:`TumorRCNN` is ``GeneralizedRCNN`` (same modules, same parameter names, so its
 checkpoints and Detectron2's load into either) whose post-processed output goes through
-:func:`tumor_det.modeling.postprocessing.merge_instances` when ``TUMOR.MERGE.ENABLED``. Every consumer of
+:func:`~tumor_det.modeling.postprocessing.merge_instances` when
+``TUMOR.MERGE.ENABLED``. Every consumer of
 ``model(inputs)`` (``COCOEvaluator``, ``TumorEvaluator``, their CSVs, overlays) sees merged
 instances. ``inference(..., do_postprocess=False)`` returns Detectron2's raw per-RoI output
 unchanged: the merge needs full-image masks.
@@ -12,7 +13,8 @@ and flipped copies, boxes merged by NMS, masks averaged), with the same merge af
 :meth:`TumorRCNNWithTTA.raw_inference` stops before the masks are pasted (what
 :class:`tumor_det.inference.predictor.TumorPredictor` post-processes itself with ``tta=True``).
 
-Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config.config` imports this module, so
+Registered in ``META_ARCH_REGISTRY`` on import; :mod:`tumor_det.config.config`
+imports this module, so
 every process that makes a tumor-det config can build it.
 """
 
