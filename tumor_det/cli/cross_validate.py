@@ -28,6 +28,7 @@ from tumor_det.data import register_all
 from tumor_det.engine.cross_validation import cross_validate, fold_datasets
 from tumor_det.engine.distributed import resolve_backend
 from tumor_det.evaluation.pooled import SUMMARY_JSON, SUMMARY_MD
+from tumor_det.report.build import report_after_run
 
 PROG = "cross_validate.py"
 
@@ -80,6 +81,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     out = Path(cfg.OUTPUT_DIR)
     sys.stdout.write((out / SUMMARY_MD).read_text() + "\n")
     print(f"written: {out / SUMMARY_JSON}, {out / SUMMARY_MD}, {out / 'config.yaml'}")
+    report_after_run(out, "cross_validation", command=[PROG, *(argv or sys.argv[1:])],
+                     config_file=out / "config.yaml")
     return summary
 
 

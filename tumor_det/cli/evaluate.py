@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tumor_det.cli.common import user_error
 from tumor_det.evaluation.cases import EvaluationError, evaluate_folder
+from tumor_det.report.build import report_after_run
 
 PROG = "evaluate.py"
 
@@ -71,4 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"specificity: {spec:.3f}" if spec is not None
           else "specificity: n/a (no tumor-free case)")
     print(f"wrote {Path(args.output) / 'per_case.csv'} and {Path(args.output) / 'summary.json'}")
+    if summary["cases"]:
+        report_after_run(args.output, "cases", command=[PROG, *(argv or sys.argv[1:])])
     return 0 if summary["cases"] else 1

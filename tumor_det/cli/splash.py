@@ -31,6 +31,7 @@ from tumor_det.inference.backends import BACKENDS, ExportError
 from tumor_det.inference.lesions import SINGLE_SLICE_MIN_SCORE, LesionRules
 from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import Source, UsageError, expand_inputs
+from tumor_det.report.build import report_after_run
 from tumor_det.splash.batch import run_batch
 from tumor_det.splash.cluster import Cluster, PredictorSpec
 from tumor_det.splash.drawing import RED
@@ -200,6 +201,10 @@ def splash(predictor: TumorPredictor | PredictorSpec, sources: Sequence[Source],
     if num_parts > 1:
         print(f"\npart {part_id} of 0..{num_parts - 1}; when every part is done: "
               f"{PROG} --merge {output} --output {output}")
+    elif report.rows:
+        weights = getattr(getattr(predictor, "cfg", None), "MODEL", None)
+        report_after_run(output, "splash", command=[PROG, *sys.argv[1:]],
+                         weights=[weights.WEIGHTS] if weights and weights.WEIGHTS else [])
     return 0 if report.rows else 1
 
 

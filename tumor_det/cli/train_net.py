@@ -13,6 +13,8 @@ A bad command line (config file or key, weights, dataset) exits with status 2 an
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from tumor_det.checkpoint.weights import resolve_weights
@@ -22,8 +24,10 @@ from tumor_det.config.lazy import is_lazy_config
 from tumor_det.data import register_all
 from tumor_det.engine.distributed import launch, resolve_backend
 from tumor_det.engine.trainer import check_datasets, evaluate, train
+from tumor_det.report.build import report_after_run
 
 from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
 
 PROG = "train_net.py"
 
@@ -83,7 +87,12 @@ def main(args):
     when ``TEST.AUG.ENABLED``)."""
     cfg = setup(args)
     if args.eval_only:
-        return evaluate(cfg, resume=args.resume)
+        results = evaluate(cfg, resume=args.resume)
+        if comm.is_main_process():
+            report_after_run(cfg.OUTPUT_DIR, "evaluation", command=["train_net.py", *sys.argv[1:]],
+                             config_file=os.path.join(cfg.OUTPUT_DIR, "config.yaml"),
+                             weights=[cfg.MODEL.WEIGHTS])
+        return results
     return train(cfg, resume=args.resume)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,3 +51,15 @@ def write_report(run_dir: str | os.PathLike, kind: str | None = None,
         record_run(run_dir, command, config_file, weights)
     path = Path(output) if output else Path(run_dir) / REPORT
     return write_text(path, build_page(run_dir, kind))
+
+
+def report_after_run(run_dir: str | os.PathLike, kind: str, **record) -> Path | None:
+    """A tool's hook: :func:`write_report` with the run's ``command``/``config_file``/
+    ``weights``; a report that cannot be built is a warning, never a failed run."""
+    try:
+        path = write_report(run_dir, kind, **record)
+    except Exception as exc:  # noqa: BLE001 - the run's own outputs are written already
+        logging.getLogger(__name__).warning("report.html not written for %s: %s", run_dir, exc)
+        return None
+    print(f"report: {path}")
+    return path
