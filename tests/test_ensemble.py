@@ -63,6 +63,9 @@ def test_merge_groups_are_merge_instances_groups():
     assert torch.equal(merged.pred_masks, reference.pred_masks)
     assert groups == [[1, 3], [2, 0], [4]]  # indices into the input, kept one first
     for group, mask in zip(groups, merged.pred_masks, strict=True):
+        assert torch.equal(inst.pred_masks[group[0]], mask)  # the kept member's own
+    union, _ = merged_with_groups(inst, mask="union")
+    for group, mask in zip(groups, union.pred_masks, strict=True):
         assert torch.equal(inst.pred_masks[group].any(dim=0), mask)  # the union of the group
     # no merge: the input order, one group each
     apart = instances([STACKED[1], STACKED[4]])
@@ -70,8 +73,17 @@ def test_merge_groups_are_merge_instances_groups():
     assert groups == [[0], [1]] and torch.equal(merged.scores, apart.scores)
 
 
-def test_merged_probabilities_are_the_members_maximum():
-    merged = merge_with_probabilities(instances(STACKED))
+def test_merged_probabilities_are_the_kept_members():
+    inst = instances(STACKED)
+    merged, groups = merged_with_groups(inst)
+    with_probs = merge_with_probabilities(inst)
+    for group, probs in zip(groups, with_probs.mask_probs, strict=True):
+        assert torch.equal(probs, inst.mask_probs[group[0]])
+    assert torch.equal(with_probs.pred_masks, merged.pred_masks)
+
+
+def test_merged_probabilities_with_the_union_rule_are_the_members_maximum():
+    merged = merge_with_probabilities(instances(STACKED), mask="union")
     top = merged.mask_probs[0]
     assert top[5, 5] == 250 and top[0, 0] == 200 and top[20, 20] == 0
     assert merged.mask_probs[1][21, 21] == 150 and merged.mask_probs[1][29, 29] == 150

@@ -3,7 +3,8 @@
 Per image, from the union of predicted masks scoring at least ``TUMOR.EVAL.SCORE_THRESHOLD``
 against the union of ground-truth masks:
 
-* Dice and IoU of the tumor region (MONAI's ``compute_dice`` / ``compute_iou``);
+* Dice and IoU of the tumor region (:mod:`tumor_det.evaluation.metrics`, the one overlap
+  primitive);
 * 95th-percentile Hausdorff distance (MONAI's ``compute_hausdorff_distance``), in mm when the
   pixel spacing is known (``pixel_spacing`` in the dataset record or
   ``TUMOR.EVAL.PIXEL_SPACING_MM``), else in pixels; only where both regions are non-empty;
@@ -34,6 +35,10 @@ import math
 import os
 from collections import OrderedDict
 
+from tumor_det.evaluation.metrics import confusion
+from tumor_det.evaluation.metrics import dice as dice_of
+from tumor_det.evaluation.metrics import iou as iou_of
+from tumor_det.evaluation.threshold import score_threshold
 from tumor_det.utils.atomic import write_text
 
 import numpy as np
@@ -43,7 +48,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, pairwise_iou
 from detectron2.utils import comm
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+from monai.metrics import compute_hausdorff_distance
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +78,8 @@ def region_metrics(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float
 
     Two empty masks score Dice = IoU = 1 (MONAI's ``ignore_empty=False``).
     """
-    dice = _monai(compute_dice, pred, gt, include_background=True, ignore_empty=False)
-    iou = _monai(compute_iou, pred, gt, include_background=True, ignore_empty=False)
+    counts = confusion(pred, gt)  # the one overlap primitive (tumor_det.evaluation.metrics)
+    dice, iou = dice_of(counts), iou_of(counts)
     hd95 = math.nan
     if gt.any() and pred.any():  # MONAI would warn and return inf/NaN
         hd95 = _monai(compute_hausdorff_distance, pred, gt, include_background=True,
@@ -207,6 +212,7 @@ def per_patient(records: list[dict]) -> list[dict]:
     for patient, rs in sorted(patients.items()):
         overlap = sum(r["overlap_px"] for r in rs)
         areas = sum(r["pred_area_px"] + r["gt_area_px"] for r in rs)
+        true_area = sum(r["gt_area_px"] for r in rs)
         true = sum(r["gt_lesions"] for r in rs)
         rows.append({
             "patient_id": patient, "slices": len(rs), "gt_lesions": true,
@@ -214,7 +220,8 @@ def per_patient(records: list[dict]) -> list[dict]:
             "false_positives": sum(r["false_positives"] for r in rs),
             # both empty: MONAI's 1; boxes-only ground truth: no Dice
             "dice": (math.nan if any(r.get("scored_on") == "box" for r in rs)
-                     else 2.0 * overlap / areas if areas else 1.0),
+                     else dice_of((overlap, areas - 2 * overlap - (true_area - overlap),
+                                   true_area - overlap))),
             "sensitivity": sum(r["found_lesions"] for r in rs) / true if true else math.nan,
         })
     return rows
@@ -251,7 +258,8 @@ class TumorEvaluator(DatasetEvaluator):
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None):
         e = cfg.TUMOR.EVAL
-        return cls(dataset_name, e.SCORE_THRESHOLD, e.LESION_IOU, e.PIXEL_SPACING_MM, output_dir)
+        return cls(dataset_name, score_threshold(cfg), e.LESION_IOU, e.PIXEL_SPACING_MM,
+                   output_dir)
 
     def reset(self) -> None:
         self._records, self._lesions = [], []

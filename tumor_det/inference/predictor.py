@@ -264,6 +264,8 @@ class TumorPredictor:
         self.merge_thresholds = (float(merge.IOU), float(merge.CONTAINMENT))
         #: the merge of one model's detections, or None when TUMOR.MERGE.ENABLED is False
         self.merge = self.merge_thresholds if merge.ENABLED else None
+        #: the merged detection's mask: TUMOR.MERGE.MASK ("best" or "union")
+        self.merge_mask = str(merge.MASK)
 
     def optimize(self, fuse: bool = True, channels_last: bool = False) -> TumorPredictor:
         """Faster PyTorch inference, the same answers up to float rounding: fold each norm
@@ -392,7 +394,7 @@ class TumorPredictor:
                     inst.remove("soft_masks")
                 if self.merge is not None:
                     merge = merge_with_probabilities if probabilities else merge_instances
-                    inst = merge(inst, *self.merge)
+                    inst = merge(inst, *self.merge, mask=self.merge_mask)
                 out.append(inst.to("cpu"))
         return out
 
@@ -406,7 +408,7 @@ class TumorPredictor:
         per_model = [self.postprocess(self.raw_outputs(inputs, model), inputs, True)
                      for model in self.models]
         # an ensemble always merges (else every tumor would come once per model)
-        fused = [fuse_models(dets, *self.merge_thresholds)
+        fused = [fuse_models(dets, *self.merge_thresholds, mask=self.merge_mask)
                  for dets in zip(*per_model, strict=True)]
         if not self.probabilities:
             for inst in fused:
