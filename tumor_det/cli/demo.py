@@ -36,6 +36,7 @@ from tumor_det.inference.predictor import PredictorOptions, TumorPredictor
 from tumor_det.io import expand_inputs
 from tumor_det.io.dicom import lps_grid, write_dicom_series
 from tumor_det.io.geometry import Volume
+from tumor_det.report.build import report_after_run
 from tumor_det.utils.atomic import atomic_path
 
 import nibabel as nib
@@ -179,7 +180,7 @@ def run(argv: list[str] | None = None) -> int:
     weights = train(cfg, args.retrain)
 
     step(3, "Evaluate on the held-out test patients")
-    evaluate(cfg, weights)
+    results = evaluate(cfg, weights)
 
     step(4, "Splash held-out slices and a synthetic MRI scan (NIfTI and DICOM series)")
     test_images = [r["file_name"] for r in splits["test"]][:8]
@@ -214,5 +215,17 @@ def run(argv: list[str] | None = None) -> int:
          f"{series}, {splash_dir / (series.name + '_seg.dcm')}"),
         ("per-case 3D evaluation (per_case.csv, summary.json)", out / "eval"),
     ], tablefmt="plain"))
+    report = report_after_run(cfg.OUTPUT_DIR, "evaluation", command=["demo.py", *(argv or [])],
+                              config_file=next((p for p in [Path(cfg.OUTPUT_DIR) / "config.yaml"]
+                                                if p.is_file()), args.config_file),
+                              weights=[str(weights)])
+    tumor = results.get("tumor", {})
+    print("\nHeadline (held-out test patients): " + ", ".join(
+        f"{name} {tumor[key]:.3f}" for name, key in (
+            ("Dice", "dice"), ("lesion sensitivity", "sensitivity"),
+            ("FP per slice", "fp_per_image"), ("specificity", "image_specificity"))
+        if isinstance(tumor.get(key), float) and not math.isnan(tumor[key])))
+    if report is not None:
+        print(f"Open the report: {report} (and the splash run's: {splash_dir / 'report.html'})")
     return status
 
