@@ -2,7 +2,7 @@
 """Split the 46 outlined seed slices by whether their patient is in the Figshare box folds.
 
     python benchmarks/seed_overlap.py --seed datasets/brain_tumor_mri \\
-        --figshare datasets/figshare_boxes
+        --figshare datasets/figshare_boxes \\
         --train-folds 2 3 4
 
 The seed slices (``brain_tumor_mri``, ``<label>---<patient>-i<k>``) are Figshare slices too: file
