@@ -61,3 +61,34 @@ def load_config(config_file: str | None, opts: Sequence[str] = (),
             check_weights(w, allow_untrained)
     cfg.MODEL.WEIGHTS = resolved[0]
     return cfg, resolved
+
+
+def training_parser(prog: str, weights_target: str, output_dir: str):
+    """Detectron2's ``default_argument_parser`` with ``--weights`` (the old tumor.py's
+    shortcut for ``weights_target``) and ``--dist-backend``: both training front ends'."""
+    from detectron2.engine import default_argument_parser
+
+    parser = default_argument_parser()
+    parser.prog = prog
+    parser.add_argument("--weights", default=None,
+                        help=f"coco | imagenet | last | PATH: shortcut for {weights_target} "
+                             f"('last' continues the last run in {output_dir})")
+    parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                        help="process-group backend (auto: NCCL with CUDA, else gloo)")
+    return parser
+
+
+def launch_checked(prog: str, args, check: Callable, main: Callable) -> int:
+    """Check the command line (exit 2 on a user error) before any worker starts, then run
+    ``main(args)`` on ``--num-gpus`` processes of ``--num-machines`` machines."""
+    from tumor_det.engine.distributed import launch, resolve_backend
+
+    print("Command Line Args:", args)
+    try:
+        check(args)
+        backend = resolve_backend(args.dist_backend)
+    except (*USER_ERRORS, RuntimeError) as exc:  # RuntimeError: --dist-backend nccl, no CUDA
+        return user_error(prog, exc)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,), backend=backend)
+    return 0

@@ -17,27 +17,19 @@ import argparse
 from collections.abc import Sequence
 
 from tumor_det.checkpoint.weights import resolve_weights
-from tumor_det.cli.common import USER_ERRORS, user_error
+from tumor_det.cli.common import launch_checked, training_parser
 from tumor_det.config.lazy import get_lazy_config_file, load_lazy_config
-from tumor_det.engine.distributed import launch, resolve_backend
 from tumor_det.engine.lazy_train import check_lazy_config, do_eval_only, do_train
 
 from detectron2.config import CfgNode
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_setup
 from omegaconf import DictConfig
 
 PROG = "lazyconfig_train_net.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = default_argument_parser()
-    parser.prog = PROG
-    parser.add_argument("--weights", default=None,
-                        help="coco | imagenet | last | PATH: shortcut for train.init_checkpoint "
-                             "('last' continues the last run in train.output_dir)")
-    parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
-                        help="process-group backend (auto: NCCL with CUDA, else gloo)")
-    return parser
+    return training_parser(PROG, "train.init_checkpoint", "train.output_dir")
 
 
 def check_args(args: argparse.Namespace) -> tuple[DictConfig, CfgNode]:
@@ -64,13 +56,4 @@ def main(args: argparse.Namespace):
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """The command line: parse, check (exit 2 on a user error), launch :func:`main`."""
-    args = build_parser().parse_args(argv)
-    print("Command Line Args:", args)
-    try:
-        check_args(args)  # here, so that a bad command line stops before any worker starts
-        backend = resolve_backend(args.dist_backend)
-    except (*USER_ERRORS, RuntimeError) as exc:  # RuntimeError: --dist-backend nccl, no CUDA
-        return user_error(PROG, exc)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), backend=backend)
-    return 0
+    return launch_checked(PROG, build_parser().parse_args(argv), check_args, main)

@@ -18,29 +18,25 @@ import sys
 from collections.abc import Sequence
 
 from tumor_det.checkpoint.weights import resolve_weights
-from tumor_det.cli.common import USER_ERRORS, load_config, user_error
+from tumor_det.cli.common import (
+    launch_checked,
+    load_config,
+    training_parser,
+)
 from tumor_det.config.config import ConfigError, get_config_file, resolve_device
 from tumor_det.config.lazy import is_lazy_config
 from tumor_det.data import register_all
-from tumor_det.engine.distributed import launch, resolve_backend
 from tumor_det.engine.trainer import check_datasets, evaluate, train
 from tumor_det.report.build import report_after_run
 
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_setup
 from detectron2.utils import comm
 
 PROG = "train_net.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = default_argument_parser()
-    parser.prog = PROG
-    parser.add_argument("--weights", default=None,
-                        help="coco | imagenet | last | PATH: shortcut for MODEL.WEIGHTS "
-                             "('last' continues the last run in OUTPUT_DIR)")
-    parser.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
-                        help="process-group backend (auto: NCCL with CUDA, else gloo)")
-    return parser
+    return training_parser(PROG, "MODEL.WEIGHTS", "OUTPUT_DIR")
 
 
 def check_args(args):
@@ -98,14 +94,4 @@ def main(args):
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """The command line: parse, check (exit 2 on a user error), launch :func:`main`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    print("Command Line Args:", args)
-    try:
-        check_args(args)  # here, so that a bad command line stops before any worker starts
-        backend = resolve_backend(args.dist_backend)
-    except (*USER_ERRORS, RuntimeError) as exc:  # RuntimeError: --dist-backend nccl, no CUDA
-        return user_error(PROG, exc)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), backend=backend)
-    return 0
+    return launch_checked(PROG, build_parser().parse_args(argv), check_args, main)
