@@ -46,7 +46,8 @@ cp .cache/detectron2/wheels/detectron2-*.whl "$WH/"
 
 # 3. everything else as cp312 manylinux or py3-none-any wheels: what `import tumor_det.inference.predictor,
 #    tumor_det.export.tracing, tumor_det.data` and the benchmark tasks import that the GPU machine lacks
-PKGS="iopath yacs omegaconf termcolor pycocotools nibabel pydicom shapely"
+PKGS="iopath yacs omegaconf hydra-core termcolor pycocotools nibabel pydicom shapely monai
+      highdicom"
 [ "$SMALL" = 1 ] || PKGS="$PKGS typing_extensions PyYAML tabulate cloudpickle tqdm portalocker
                           numpy pillow scipy opencv-python-headless torchvision h5py"
 specs=()
